@@ -1,0 +1,71 @@
+"""`mtl-perception` command line: dispatches to one module per subcommand (lazy imports)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mtl_perception.errors import UserError
+
+# name -> (module under mtl_perception.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def register(name: str, module: str, help_text: str) -> None:
+    COMMANDS[name] = (module, help_text)
+
+
+register("generate", "generate", "render a synthetic stereo driving dataset (and rosbags) with pybullet")
+register("stats", "stats", "class statistics (pixel share, frame presence) of a dataset per split")
+register("demo", "demo", "the one-command demo on the embedded defaults")
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtl-perception",
+        description="Multi-task stereo/mono perception: data, training, export, ROS 2 node, replay.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items()),
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="see below")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    verbose = "-v" in argv or "--verbose" in argv
+    argv = [a for a in argv if a not in ("-v", "--verbose")]
+    known, rest = top.parse_known_args(argv[:1])
+    module_name, help_text = COMMANDS[known.command]
+    module = importlib.import_module(f"mtl_perception.commands.{module_name}")
+    parser = argparse.ArgumentParser(prog=f"mtl-perception {known.command}", description=help_text)
+    module.add_arguments(parser)
+    # `run` passes everything after its own options to ROS (--ros-args ...) untouched.
+    if getattr(module, "ACCEPTS_UNKNOWN_ARGS", False):
+        args, extra = parser.parse_known_args(argv[1:] + rest)
+        args.extra_args = extra
+    else:
+        args = parser.parse_args(argv[1:] + rest)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(module.run(args) or 0)
+    except UserError as exc:
+        print(f"mtl-perception {known.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets, the common label table, and joint stereo augmentation."""

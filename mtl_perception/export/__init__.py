@@ -1,0 +1,1 @@
+"""ONNX export, TensorRT engine build and cache, parity checks."""

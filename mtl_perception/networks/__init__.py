@@ -1,0 +1,1 @@
+"""Backbone, stereo and mono multi-task networks, heads."""

@@ -1,0 +1,1 @@
+"""rosbag2 reading/writing, replay evaluation and report."""

@@ -1,0 +1,1 @@
+"""The rclpy node: a thin adapter around the runtime pipeline."""

