@@ -1,10 +1,16 @@
 """ament_python package, also installable with pip in a plain virtual environment."""
 
-from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "mtl_perception"
+
+
+def files(*patterns: str) -> list[str]:
+    """Repository files matching the glob patterns, as the relative paths setuptools wants."""
+    return sorted(str(p) for pattern in patterns for p in Path().glob(pattern) if p.is_file())
+
 
 # ROS 2 (Kilted) client library and messages as PyPI wheels, for machines without a ROS distro.
 ROS_WHEELS = [
@@ -31,11 +37,10 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
-        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
-        (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.pt") + glob("models/*.md")
-         + glob("models/*.json")),
+        (f"share/{PACKAGE}/launch", files("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", files("config/*.yaml", "config/*.rviz")),
+        (f"share/{PACKAGE}/config/train", files("config/train/*.yaml")),
+        (f"share/{PACKAGE}/models", files("models/*.onnx", "models/*.pt", "models/*.md", "models/*.json")),
     ],
     install_requires=[
         "numpy>=1.24",
