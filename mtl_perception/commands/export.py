@@ -1,0 +1,114 @@
+"""`mtl-perception export`: checkpoint -> ONNX (+ steering graph, + optional TensorRT engine), with parity."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mtl_perception.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("mtl_perception.export")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint", type=Path, help="trained checkpoint (.pt) written by `mtl-perception train`"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="ONNX file to write (default: checkpoint name .onnx)"
+    )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
+    parser.add_argument(
+        "--data", type=Path, help="synthetic dataset root for parity frames (default: procedural)"
+    )
+    parser.add_argument("--frames", type=int, default=4, help="parity frames")
+    parser.add_argument("--tol-disparity", type=float, default=0.05, help="max abs disparity diff (pixels)")
+    parser.add_argument("--tol-depth", type=float, default=0.05, help="max abs depth diff (meters)")
+    parser.add_argument("--tol-other", type=float, default=1e-3, help="max abs diff of other float outputs")
+    parser.add_argument("--tol-segmentation", type=float, default=99.5, help="min class agreement (percent)")
+    parser.add_argument(
+        "--steering", type=Path, help="steering head weights (state dict) to export as <name>.steering.onnx"
+    )
+    parser.add_argument("--tensorrt", action="store_true", help="also build and cache the TensorRT engine")
+    parser.add_argument("--engine", type=Path, help="engine file (default: the engine cache)")
+    parser.add_argument("--fp32", action="store_true", help="TensorRT engine without FP16")
+    parser.add_argument(
+        "--force-engine-update", action="store_true", help="rebuild the engine even if cached"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head, steering_path_for
+    from mtl_perception.export.parity import ParityTolerance
+    from mtl_perception.networks import DeployModel, load_checkpoint
+    from mtl_perception.runtime.model_info import check_model_file
+
+    if args.opset < 17:
+        raise UserError(f"--opset {args.opset}: the exported graphs need opset 17 or newer")
+    checkpoint = check_model_file(args.checkpoint, ".pt")
+    output = args.output or checkpoint.with_suffix(".onnx")
+    tolerance = ParityTolerance(
+        disparity=args.tol_disparity,
+        depth=args.tol_depth,
+        other=args.tol_other,
+        segmentation_agreement=args.tol_segmentation,
+    )
+    model, config, _meta = load_checkpoint(checkpoint)
+    result = export_deploy_model(
+        DeployModel(model),
+        config,
+        output,
+        opset=args.opset,
+        simplify=not args.no_simplify,
+        data_root=args.data,
+        parity_frames=args.frames,
+        tolerance=tolerance,
+    )
+    print(f"wrote {result.onnx_path} ({'simplified' if result.simplified else 'not simplified'})")
+    print(result.parity.summary())
+    failed = not result.parity.passed
+    if args.steering:
+        head = load_steering_head(check_model_file(args.steering, ".pt"))
+        embedding_dim, window = head.position.shape[2], head.window
+        path, report = export_steering_head(
+            head, embedding_dim, window, steering_path_for(output), opset=args.opset
+        )
+        print(f"wrote {path}")
+        print(report.summary())
+        failed = failed or not report.passed
+    if args.tensorrt:
+        from mtl_perception.export.tensorrt_engine import ensure_engine
+
+        engine = ensure_engine(
+            output, engine_path=args.engine, force_engine_update=args.force_engine_update, fp16=not args.fp32
+        )
+        print(f"TensorRT engine: {engine}")
+    if failed:
+        log.error("parity outside tolerance; the exported file is kept for inspection")
+        return 1
+    return 0
+
+
+def load_steering_head(path: Path) -> torch.nn.Module:
+    """A SteeringHead from a saved state dict (bare or under ``state_dict``); sizes from its weights."""
+    import torch
+
+    from mtl_perception.networks import SteeringHead
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        _, window, embedding_dim = state["position"].shape
+        head = SteeringHead(embedding_dim, window=window, hidden=state["score.0.weight"].shape[0])
+        head.load_state_dict(state)
+    except (KeyError, AttributeError, RuntimeError, ValueError, OSError) as exc:
+        raise UserError(
+            f"{path}: not a SteeringHead state dict ({exc}); save head.state_dict() with torch.save"
+        ) from exc
+    return head

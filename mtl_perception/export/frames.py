@@ -1,0 +1,59 @@
+"""Real-looking stereo frames for parity checks and benchmarks: a synthetic dataset or procedural."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mtl_perception.errors import UserError
+from mtl_perception.sim import layout
+
+StereoPair = tuple[np.ndarray, np.ndarray]  # (left, right) HxWx3 uint8 RGB
+
+
+def dataset_frames(root: str | Path, count: int) -> list[StereoPair]:
+    """The first ``count`` stereo pairs (sorted by path) of a synthetic-layout dataset at ``root``."""
+    from mtl_perception.data.image_io import read_rgb
+
+    root = Path(root)
+    lefts = sorted(root.glob(f"*/*/{layout.LEFT_DIR}/*.png"))[:count]
+    if not lefts:
+        raise UserError(
+            f"{root}: no <split>/<seq>/left/*.png frames; pass a `mtl-perception generate` output"
+        )
+    return [(read_rgb(p), read_rgb(p.parent.parent / layout.RIGHT_DIR / p.name)) for p in lefts]
+
+
+def procedural_frames(size: tuple[int, int], count: int, seed: int = 0) -> list[StereoPair]:
+    """Deterministic textured stereo pairs of a ground plane and a sky band.
+
+    The right view is the left view warped by a disparity that grows towards the bottom rows (as a
+    road does), so stereo networks see real correspondences rather than noise.
+    """
+    height, width = size
+    rng = np.random.default_rng(seed)
+    pairs = []
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    horizon = 0.4 * height
+    disparity = np.clip((rows - horizon) / (height - horizon), 0.0, 1.0) * (0.1 * width)
+    map_x = np.arange(width, dtype=np.float32)[None, :] + disparity
+    map_y = np.repeat(rows, width, axis=1)
+    for _ in range(count):
+        # Multi-scale value noise: coarse blobs plus fine grain, coloured, with a sky gradient on top.
+        texture = np.zeros((height, width, 3), np.float32)
+        for cells in (4, 16, 64):
+            noise = rng.random((max(2, height * cells // width), cells, 3), dtype=np.float32)
+            texture += cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC) / 3
+        sky = rows < horizon
+        texture[np.repeat(sky, width, axis=1)] = (0.45, 0.6, 0.85)
+        left = np.clip(texture * 255, 0, 255).astype(np.uint8)
+        right = cv2.remap(left, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        pairs.append((left, right))
+    return pairs
+
+
+def stereo_frames(size: tuple[int, int], count: int, data_root: str | Path | None = None) -> list[StereoPair]:
+    """Frames from ``data_root`` when given (any size; the pipeline resizes), else procedural ones."""
+    return dataset_frames(data_root, count) if data_root else procedural_frames(size, count)

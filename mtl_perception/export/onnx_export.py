@@ -1,0 +1,164 @@
+"""PyTorch -> ONNX: static batch-1 graphs named per DESIGN.md, metadata the runtime reads, parity."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from mtl_perception import __version__
+from mtl_perception.export.frames import stereo_frames
+from mtl_perception.export.parity import InferFn, ParityReport, ParityTolerance, check_parity, frame_feeds
+from mtl_perception.runtime.model_info import STEERING_MODE, ModelInfo
+from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from mtl_perception.runtime.torch_backend import describe_deploy_model
+
+OPSET = 17
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    info: ModelInfo
+    parity: ParityReport
+    simplified: bool
+    steering_path: Path | None = None
+
+
+def steering_path_for(onnx_path: str | Path) -> Path:
+    """``<name>.onnx`` -> ``<name>.steering.onnx``, the steering graph's place beside the model."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}.steering.onnx")
+
+
+def torch_infer(module: torch.nn.Module, info: ModelInfo) -> InferFn:
+    """The parity reference: ``module`` called on numpy feeds, outputs as numpy by name."""
+
+    def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            outputs = module(*(torch.from_numpy(feeds[name]) for name in info.inputs))
+        outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
+        return {name: out.numpy() for name, out in zip(info.outputs, outputs, strict=True)}
+
+    return infer
+
+
+def write_onnx(module: torch.nn.Module, info: ModelInfo, path: str | Path, opset: int = OPSET) -> Path:
+    """Trace ``module`` to ``path`` with the names and static shapes of ``info``; add metadata; check."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = tuple(torch.zeros(shape) for shape in info.inputs.values())
+    # The TorchScript exporter: static shapes, no onnxscript dependency (dynamo=True needs it).
+    # Its tracer warnings are about shape-dependent Python values, which are constants here by
+    # design (static input size); the parity check on real frames is what guards correctness.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")
+        torch.onnx.export(
+            module.eval(),
+            dummy,
+            str(path),
+            input_names=list(info.inputs),
+            output_names=list(info.outputs),
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    model = onnx.load(str(path))
+    set_metadata(model, info)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def set_metadata(model: onnx.ModelProto, info: ModelInfo) -> None:
+    """Replace the model's metadata_props with ``info.metadata()``."""
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, info.metadata())
+
+
+def simplify_if_equivalent(
+    path: Path, info: ModelInfo, feeds: list[dict[str, np.ndarray]], tolerance: ParityTolerance
+) -> bool:
+    """Simplify ``path`` in place with onnxslim when the result matches the original on ``feeds``.
+
+    Returns whether the simplified graph was kept; any failure keeps the original with a warning.
+    """
+    import onnxslim
+
+    try:
+        slim = onnxslim.slim(onnx.load(str(path)))
+        set_metadata(slim, info)
+        onnx.checker.check_model(slim, full_check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            slim_path = Path(tmp) / path.name
+            onnx.save(slim, str(slim_path))
+            original, candidate = OnnxRuntimeBackend(path), OnnxRuntimeBackend(slim_path)
+            report = check_parity(original.infer, candidate.infer, feeds, tolerance)
+    except Exception as exc:  # onnxslim and its checks can fail in many ways; the original stays valid
+        log.warning("onnxslim failed (%s); keeping the unsimplified graph", exc)
+        return False
+    if not report.passed:
+        log.warning(
+            "onnxslim changed the outputs (%s); keeping the unsimplified graph", "; ".join(report.failures)
+        )
+        return False
+    onnx.save(slim, str(path))
+    return True
+
+
+def export_deploy_model(
+    deploy: torch.nn.Module,
+    config: object,
+    output: str | Path,
+    *,
+    opset: int = OPSET,
+    simplify: bool = True,
+    data_root: str | Path | None = None,
+    parity_frames: int = 4,
+    tolerance: ParityTolerance | None = None,
+) -> ExportResult:
+    """Export a DeployModel to ONNX and check it against PyTorch on real frames.
+
+    The returned report says whether parity held; the caller decides what a failure means.
+    """
+    tolerance = tolerance or ParityTolerance()
+    deploy = deploy.eval()
+    info = describe_deploy_model(deploy, config)
+    path = write_onnx(deploy, info, output, opset)
+    feeds = frame_feeds(stereo_frames(info.input_size, parity_frames, data_root), info)
+    simplified = simplify and simplify_if_equivalent(path, info, feeds, tolerance)
+    backend = OnnxRuntimeBackend(path)
+    parity = check_parity(torch_infer(deploy, info), backend.infer, feeds, tolerance)
+    backend.close()
+    return ExportResult(onnx_path=path, info=info, parity=parity, simplified=simplified)
+
+
+def export_steering_head(
+    head: torch.nn.Module, embedding_dim: int, window: int, output: str | Path, *, opset: int = OPSET
+) -> tuple[Path, ParityReport]:
+    """Export the steering head (``embeddings`` 1xTxD -> ``steering``) and check it on random windows."""
+    info = ModelInfo(
+        mode=STEERING_MODE,
+        inputs={"embeddings": (1, window, embedding_dim)},
+        outputs=("steering",),
+        version=__version__,
+        embedding_dim=embedding_dim,
+        window=window,
+    )
+    path = write_onnx(head.eval(), info, output, opset)
+    rng = np.random.default_rng(0)
+    feeds = [
+        {"embeddings": rng.standard_normal((1, window, embedding_dim), dtype=np.float32)} for _ in range(4)
+    ]
+    backend = OnnxRuntimeBackend(path)
+    report = check_parity(torch_infer(head, info), backend.infer, feeds)
+    backend.close()
+    return path, report

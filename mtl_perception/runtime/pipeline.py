@@ -1,0 +1,318 @@
+"""ROS-free inference pipeline: numpy image(s) in, resized/scaled outputs and metric depth out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from mtl_perception.runtime.backend import Backend
+from mtl_perception.runtime.model_info import STEERING_MODE, ModelInfo
+
+# encoding -> (channels, cv2 conversion to RGB or None when already RGB)
+ENCODINGS: dict[str, tuple[int, int | None]] = {
+    "rgb8": (3, None),
+    "bgr8": (3, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB),
+}
+OUTPUT_RESOLUTIONS = ("input", "model")
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+class InputError(ValueError):
+    """An image the pipeline cannot use (dtype, shape, encoding, stereo mismatch)."""
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """Pinhole focal length (pixels, at the INPUT image resolution) and stereo baseline (meters)."""
+
+    fx: float
+    baseline: float = 0.0
+
+
+@dataclass
+class PipelineResult:
+    """All outputs of one frame at the output resolution (see ``Pipeline``)."""
+
+    semantic: np.ndarray  # uint8 HxW class ids
+    semantic_uncertainty: np.ndarray  # float32 HxW, 0..1
+    embedding: np.ndarray  # float32 (D,)
+    disparity: np.ndarray | None = None  # float32 HxW pixels of the output image
+    disparity_uncertainty: np.ndarray | None = None
+    depth: np.ndarray | None = None  # float32 HxW meters, NaN where unknown
+    depth_uncertainty: np.ndarray | None = None  # float32 HxW meters
+    steering: float | None = None  # radians, positive = left; None until the buffer is full
+    scale_x: float = 1.0  # output width / input width (focal lengths scale by this)
+    scale_y: float = 1.0
+    disparity_scale: float = 1.0  # output pixels per model pixel, horizontally
+    timings: dict[str, float] = field(default_factory=dict)  # pre_ms, infer_ms, post_ms
+    palette: np.ndarray | None = field(default=None, repr=False)
+    _color: np.ndarray | None = field(default=None, repr=False)
+
+    def semantic_color(self) -> np.ndarray:
+        """HxWx3 uint8 RGB rendering of ``semantic`` (computed on first call, then cached)."""
+        if self._color is None:
+            if self.palette is None:
+                raise ValueError("this result has no class palette")
+            self._color = self.palette[self.semantic]
+        return self._color
+
+
+def class_palette(info: ModelInfo) -> np.ndarray:
+    """(256, 3) uint8 colour per class id from the model's own class table; unknown ids are black."""
+    colors = np.zeros((256, 3), dtype=np.uint8)
+    for entry in info.classes:
+        colors[int(entry["id"])] = entry["color"]
+    return colors
+
+
+class SteeringBuffer:
+    """The last T embeddings in time order, without copying on every push.
+
+    Each embedding is written twice (rows i and i+T of a 2T buffer), so rows [i+1, i+1+T) are always
+    the last T frames in order: a view, no np.roll.
+    """
+
+    def __init__(self, window: int, dim: int) -> None:
+        self.window = window
+        self._rows = np.zeros((2 * window, dim), dtype=np.float32)
+        self._next = 0
+        self._count = 0
+
+    def push(self, embedding: np.ndarray) -> None:
+        self._rows[self._next] = embedding
+        self._rows[self._next + self.window] = embedding
+        self._next = (self._next + 1) % self.window
+        self._count = min(self._count + 1, self.window)
+
+    @property
+    def full(self) -> bool:
+        return self._count == self.window
+
+    def ordered(self) -> np.ndarray:
+        """(1, T, D) view of the last T embeddings, oldest first."""
+        return self._rows[self._next : self._next + self.window][None]
+
+    def clear(self) -> None:
+        self._count = 0
+        self._next = 0
+
+
+class Pipeline:
+    """Pre-process, infer and post-process one frame (stereo pair or mono image).
+
+    ``output_resolution="input"`` returns every map at the input image size, ``"model"`` at the
+    model's size (letterbox padding cropped). Class ids resize nearest, continuous maps bilinear;
+    disparity is multiplied by the horizontal scale; depth = fx * B / disparity at the output
+    resolution (fx scaled with it).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        output_resolution: str = "input",
+        resize_mode: str = "stretch",
+        steering_window: int = 16,
+        steering_backend: Backend | None = None,
+    ) -> None:
+        if output_resolution not in OUTPUT_RESOLUTIONS:
+            raise ValueError(
+                f"output_resolution must be one of {OUTPUT_RESOLUTIONS}, got {output_resolution!r}"
+            )
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        self.backend = backend
+        self.info = backend.info
+        if self.info.mode == STEERING_MODE:
+            raise ValueError("the pipeline's backend must hold the perception model, not the steering graph")
+        self.output_resolution = output_resolution
+        self.resize_mode = resize_mode
+        self.steering_backend = steering_backend
+        if steering_backend is not None:
+            steering_info = steering_backend.info
+            if steering_info.mode != STEERING_MODE:
+                raise ValueError("steering_backend must hold a steering graph (<name>.steering.onnx)")
+            if steering_info.embedding_dim != self.info.embedding_dim:
+                raise ValueError(
+                    f"steering graph expects embedding_dim {steering_info.embedding_dim}, "
+                    f"the model gives {self.info.embedding_dim}"
+                )
+            steering_window = steering_info.window
+        self.steering = SteeringBuffer(steering_window, self.info.embedding_dim)
+        self.palette = class_palette(self.info)
+        height, width = self.info.input_size
+        self._input_names = list(self.info.inputs)
+        # Preallocated model-size buffers: one uint8 HxWx3 canvas and one float NCHW tensor per view.
+        self._canvas = {n: np.zeros((height, width, 3), np.uint8) for n in self._input_names}
+        self._tensors = {n: np.zeros((1, 3, height, width), np.float32) for n in self._input_names}
+        self._rgb: dict[str, np.ndarray] = {}
+
+    def reset(self) -> None:
+        """Forget the steering history (e.g. after a gap in the stream)."""
+        self.steering.clear()
+
+    def process(
+        self,
+        image_left: np.ndarray,
+        image_right: np.ndarray | None = None,
+        *,
+        encoding: str = "rgb8",
+        camera: CameraModel | None = None,
+    ) -> PipelineResult:
+        """Run one frame. ``image_left`` is the mono image for mono models. Raises InputError."""
+        start = time.perf_counter()
+        images = self._check_inputs(image_left, image_right, encoding)
+        in_h, in_w = image_left.shape[:2]
+        content = self._content_box(in_h, in_w)
+        feeds = {name: self._prepare(name, image, encoding, content) for name, image in images.items()}
+        after_pre = time.perf_counter()
+        outputs = self.backend.infer(feeds)
+        after_infer = time.perf_counter()
+        result = self._postprocess(outputs, content, in_h, in_w, camera)
+        result.timings = {
+            "pre_ms": (after_pre - start) * 1e3,
+            "infer_ms": (after_infer - after_pre) * 1e3,
+            "post_ms": (time.perf_counter() - after_infer) * 1e3,
+        }
+        return result
+
+    # -- pre-processing -------------------------------------------------------------------------
+
+    def _check_inputs(
+        self, left: np.ndarray, right: np.ndarray | None, encoding: str
+    ) -> dict[str, np.ndarray]:
+        if encoding not in ENCODINGS:
+            raise InputError(f"unknown image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+        if self.info.is_stereo and right is None:
+            raise InputError("this is a stereo model: pass both the left and the right image")
+        if not self.info.is_stereo and right is not None:
+            raise InputError("this is a mono model: pass one image, not a stereo pair")
+        images = [left] if right is None else [left, right]
+        for label, image in zip(("left", "right"), images, strict=False):
+            _check_image(image, encoding, label)
+        if right is not None and right.shape != left.shape:
+            raise InputError(f"stereo images differ in size: left {left.shape}, right {right.shape}")
+        return dict(zip(self._input_names, images, strict=True))
+
+    def _content_box(self, in_h: int, in_w: int) -> tuple[int, int, int, int]:
+        """(x, y, w, h) of the image inside the model canvas."""
+        height, width = self.info.input_size
+        if self.resize_mode == "stretch":
+            return 0, 0, width, height
+        scale = min(width / in_w, height / in_h)
+        w, h = max(1, round(in_w * scale)), max(1, round(in_h * scale))
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def _prepare(
+        self, name: str, image: np.ndarray, encoding: str, content: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        conversion = ENCODINGS[encoding][1]
+        if conversion is not None:
+            image = np.ascontiguousarray(image)
+            buffer = self._rgb.get(name)
+            if buffer is None or buffer.shape[:2] != image.shape[:2]:
+                buffer = self._rgb[name] = np.empty((*image.shape[:2], 3), np.uint8)
+            cv2.cvtColor(image, conversion, dst=buffer)
+            image = buffer
+        x, y, w, h = content
+        canvas = self._canvas[name]
+        target = canvas[y : y + h, x : x + w]
+        if image.shape[:2] == (h, w):
+            target[...] = image
+        else:
+            # dst must be the exact size and contiguous for cv2 to write in place; the canvas rows
+            # are only contiguous in stretch mode, so letterbox resizes then copies.
+            if target.flags.c_contiguous:
+                cv2.resize(image, (w, h), dst=target, interpolation=cv2.INTER_AREA)
+            else:
+                target[...] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        tensor = self._tensors[name]
+        np.multiply(canvas.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=tensor[0])
+        return tensor
+
+    # -- post-processing ------------------------------------------------------------------------
+
+    def _postprocess(
+        self,
+        outputs: dict[str, np.ndarray],
+        content: tuple[int, int, int, int],
+        in_h: int,
+        in_w: int,
+        camera: CameraModel | None,
+    ) -> PipelineResult:
+        x, y, w, h = content
+        out_h, out_w = (in_h, in_w) if self.output_resolution == "input" else (h, w)
+
+        def resized(name: str, interpolation: int) -> np.ndarray | None:
+            if name not in outputs:
+                return None
+            cropped = outputs[name][0, y : y + h, x : x + w]
+            if (h, w) == (out_h, out_w):
+                return np.array(cropped)
+            return cv2.resize(cropped, (out_w, out_h), interpolation=interpolation)
+
+        semantic_ids = outputs["semantic"][0, y : y + h, x : x + w].astype(np.uint8)
+        if (h, w) != (out_h, out_w):
+            semantic_ids = cv2.resize(semantic_ids, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
+        result = PipelineResult(
+            semantic=semantic_ids,
+            semantic_uncertainty=resized("semantic_uncertainty", cv2.INTER_LINEAR),
+            embedding=np.array(outputs["embedding"], np.float32).reshape(-1),  # copy: backends reuse buffers
+            scale_x=out_w / in_w,
+            scale_y=out_h / in_h,
+            disparity_scale=out_w / w,
+            palette=self.palette,
+        )
+        if self.info.is_stereo:
+            result.disparity = resized("disparity", cv2.INTER_LINEAR)
+            result.disparity_uncertainty = resized("disparity_uncertainty", cv2.INTER_LINEAR)
+            result.disparity *= result.disparity_scale
+            if result.disparity_uncertainty is not None:
+                result.disparity_uncertainty *= result.disparity_scale
+            if camera is not None and camera.baseline > 0:
+                self._stereo_depth(result, camera.fx * result.scale_x * camera.baseline)
+        else:
+            result.depth = resized("depth", cv2.INTER_LINEAR)
+            result.depth_uncertainty = resized("depth_uncertainty", cv2.INTER_LINEAR)
+            if result.depth is not None:
+                result.depth[~(result.depth > 0)] = np.nan
+        self.steering.push(result.embedding)
+        if self.steering_backend is not None and self.steering.full:
+            steering = self.steering_backend.infer({"embeddings": self.steering.ordered()})["steering"]
+            result.steering = float(np.asarray(steering).reshape(-1)[0])
+        return result
+
+    @staticmethod
+    def _stereo_depth(result: PipelineResult, focal_baseline: float) -> None:
+        """depth = f*B/d; sigma_Z = Z^2/(f*B) * sigma_d (first-order propagation); NaN where d <= 0."""
+        disparity = result.disparity
+        assert disparity is not None
+        valid = disparity > 0
+        depth = np.full(disparity.shape, np.nan, np.float32)
+        np.divide(np.float32(focal_baseline), disparity, out=depth, where=valid)
+        result.depth = depth
+        if result.disparity_uncertainty is not None:
+            result.depth_uncertainty = (depth * depth) * (
+                result.disparity_uncertainty / np.float32(focal_baseline)
+            )
+
+
+def _check_image(image: object, encoding: str, label: str) -> None:
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{label} image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"{label} image must be uint8 for {encoding}, got {image.dtype}")
+    channels = ENCODINGS[encoding][0]
+    expected_ndim = (2, 3) if channels == 1 else (3,)
+    if image.ndim not in expected_ndim or image.size == 0:
+        raise InputError(
+            f"{label} image has shape {image.shape}; {encoding} needs HxW{'' if channels == 1 else 'xC'}"
+        )
+    if image.ndim == 3 and image.shape[2] != channels:
+        raise InputError(f"{label} image has {image.shape[2]} channels; {encoding} needs {channels}")

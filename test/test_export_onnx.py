@@ -1,0 +1,153 @@
+"""ONNX export of a tiny real network: names, metadata, parity with PyTorch, steering graph, CLI."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mtl_perception.cli import main
+from mtl_perception.errors import UserError
+from mtl_perception.export.frames import procedural_frames
+from mtl_perception.export.onnx_export import steering_path_for
+from mtl_perception.export.parity import ParityTolerance, check_parity, frame_feeds
+from mtl_perception.networks import MonoNetConfig, SteeringHead, StereoNetConfig, build_model, save_checkpoint
+from mtl_perception.runtime import (
+    CameraModel,
+    ModelFileError,
+    Pipeline,
+    create_backend,
+    read_model_info,
+)
+
+TINY = {
+    "pretrained": False,
+    "input_size": (64, 128),
+    "decoder_channels": 16,
+    "embedding_dim": 8,
+}
+TINY_STEREO = StereoNetConfig(
+    **TINY, max_disparity=16, matching_channels=8, aggregation_channels=16, refine_channels=8
+)
+WINDOW = 4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny stereo model saved as checkpoint, exported with the CLI."""
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(root / "tiny.pt", build_model(TINY_STEREO), TINY_STEREO)
+    torch.save(SteeringHead(TINY["embedding_dim"], window=WINDOW).state_dict(), root / "steer.pt")
+    assert main(["export", str(checkpoint), "--frames", "2", "--steering", str(root / "steer.pt")]) == 0
+    return root / "tiny.onnx"
+
+
+def test_graph_has_design_names_static_shapes_and_metadata(exported: Path) -> None:
+    model = onnx.load(str(exported))
+    assert model.opset_import[0].version >= 17
+    assert [i.name for i in model.graph.input] == ["left", "right"]
+    outputs = [o.name for o in model.graph.output]
+    assert outputs == ["semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding"]
+    info = read_model_info(exported)
+    assert info.mode == "stereo"
+    assert info.input_size == (64, 128)
+    assert info.inputs["left"] == (1, 3, 64, 128)
+    assert info.max_disparity == 16.0
+    assert info.embedding_dim == 8
+    assert [c["name"] for c in info.classes][:2] == ["road", "sidewalk"]
+    assert info.version
+
+
+def test_onnxruntime_and_torch_agree_on_real_frames(exported: Path) -> None:
+    ort_backend = create_backend("onnxruntime", exported, threads=1)
+    torch_backend = create_backend("torch", exported.with_suffix(".pt"))
+    assert ort_backend.info.outputs == torch_backend.info.outputs
+    feeds = frame_feeds(procedural_frames((96, 256), 3, seed=5), ort_backend.info)
+    report = check_parity(torch_backend.infer, ort_backend.infer, feeds, ParityTolerance())
+    assert report.passed, report.summary()
+    assert report.segmentation_agreement > 99.5
+    # And through the whole pipeline at input resolution, with metric depth.
+    left, right = procedural_frames((96, 256), 1, seed=6)[0]
+    camera = CameraModel(fx=200.0, baseline=0.3)
+    a = Pipeline(ort_backend).process(left, right, camera=camera)
+    b = Pipeline(torch_backend).process(left, right, camera=camera)
+    assert np.mean(a.semantic == b.semantic) > 0.995
+    np.testing.assert_allclose(a.disparity, b.disparity, atol=0.05)
+    np.testing.assert_allclose(a.depth, b.depth, rtol=1e-3, equal_nan=True)
+
+
+def test_parity_detects_a_different_model(exported: Path) -> None:
+    torch.manual_seed(1)
+    other = build_model(TINY_STEREO)
+    backend = create_backend("onnxruntime", exported)
+    from mtl_perception.export.onnx_export import torch_infer
+    from mtl_perception.networks import DeployModel
+
+    feeds = frame_feeds(procedural_frames((64, 128), 1), backend.info)
+    report = check_parity(torch_infer(DeployModel(other).eval(), backend.info), backend.infer, feeds)
+    assert not report.passed
+    assert any("disparity" in failure for failure in report.failures)
+
+
+def test_steering_graph_matches_torch_head_through_the_pipeline(exported: Path) -> None:
+    steering_file = steering_path_for(exported)
+    info = read_model_info(steering_file)
+    assert (info.mode, info.window, info.embedding_dim) == ("steering", WINDOW, 8)
+    head = SteeringHead(8, window=WINDOW)
+    head.load_state_dict(torch.load(exported.parent / "steer.pt", weights_only=True))
+    model = create_backend("onnxruntime", exported)
+    pipeline = Pipeline(model, steering_backend=create_backend("onnxruntime", steering_file))
+    frames = procedural_frames((64, 128), WINDOW, seed=2)
+    results = [pipeline.process(left, right) for left, right in frames]
+    assert all(r.steering is None for r in results[:-1])
+    embeddings = torch.from_numpy(np.stack([r.embedding for r in results])[None])
+    assert results[-1].steering == pytest.approx(float(head(embeddings).detach()), abs=1e-4)
+
+
+def test_mono_export_has_depth_outputs(tmp_path: Path) -> None:
+    config = MonoNetConfig(**TINY)
+    checkpoint = save_checkpoint(tmp_path / "mono.pt", build_model(config), config)
+    assert main(["export", str(checkpoint), "--frames", "1", "--no-simplify"]) == 0
+    backend = create_backend("auto", tmp_path / "mono.onnx")
+    assert backend.info.mode == "mono" and "depth" in backend.info.outputs
+    image = procedural_frames((64, 128), 1)[0][0]
+    result = Pipeline(backend).process(image)
+    assert result.depth.shape == (64, 128) and result.disparity is None
+
+
+def test_auto_picks_onnxruntime_and_says_why(exported: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        backend = create_backend("auto", exported)
+    assert backend.name == "onnxruntime"
+    assert "auto -> onnxruntime" in caplog.text and "tensorrt:" in caplog.text
+
+
+def test_torch_backend_found_beside_onnx(exported: Path) -> None:
+    assert create_backend("torch", exported).name == "torch"
+
+
+def test_missing_and_corrupt_model_files(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        create_backend("auto", tmp_path / "nothing.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a protobuf")
+    with pytest.raises(ModelFileError, match=r"corrupt\.onnx"):
+        create_backend("onnxruntime", corrupt)
+    bad_checkpoint = tmp_path / "bad.pt"
+    bad_checkpoint.write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"bad\.pt"):
+        create_backend("torch", bad_checkpoint)
+    with pytest.raises(UserError, match="unknown backend"):
+        create_backend("tflite", corrupt)
+
+
+def test_export_exits_non_zero_past_tolerance(exported: Path, tmp_path: Path) -> None:
+    checkpoint = exported.with_suffix(".pt")
+    args = ["export", str(checkpoint), "-o", str(tmp_path / "strict.onnx"), "--frames", "1", "--no-simplify"]
+    assert main([*args, "--tol-segmentation", "100.1"]) == 1
+    assert (tmp_path / "strict.onnx").is_file()

@@ -1,0 +1,43 @@
+"""Latency statistics and a smoke run of `mtl-perception benchmark` at a tiny size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mtl_perception.cli import main
+from mtl_perception.errors import UserError
+from mtl_perception.runtime.benchmark import LatencyStats
+
+
+def test_latency_stats() -> None:
+    stats = LatencyStats.of([10.0] * 98 + [100.0, 200.0])
+    assert stats.frames == 100
+    assert stats.p50_ms == pytest.approx(10.0)
+    assert stats.p99_ms > 100.0
+    assert stats.mean_ms == pytest.approx(12.8)
+    assert stats.fps == pytest.approx(1000 / 12.8)
+
+
+@pytest.mark.slow
+def test_benchmark_command_writes_every_section(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    args = ["benchmark", "--sizes", "64x128", "--frames", "2", "--warmup", "1", "--threads", "1"]
+    assert main([*args, "--output", str(output)]) == 0
+    size = json.loads(output.read_text())["sizes"]["64x128"]
+    assert set(size["pipeline"]) == {"onnxruntime", "torch"}
+    for entry in size["pipeline"].values():
+        assert entry["frames"] == 2 and entry["infer_ms"] > 0 and entry["fps"] > 0
+    comparison = size["multitask_vs_single_task"]
+    assert {"multitask", "segmentation_only", "disparity_only", "multitask_speedup"} <= set(comparison)
+    assert size["opencv_sgbm"]["num_disparities"] % 16 == 0
+
+
+def test_bad_size_is_a_user_error() -> None:
+    from mtl_perception.commands.benchmark import parse_size
+
+    assert parse_size("256x512") == (256, 512)
+    with pytest.raises(UserError, match="HxW"):
+        parse_size("256")
