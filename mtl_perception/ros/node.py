@@ -1,0 +1,437 @@
+"""The perception node: ROS messages in, the runtime pipeline, ROS messages out.
+
+The node holds no model logic. Subscription callbacks only cache camera_info and store the newest
+matched frame; one worker thread runs inference on the newest frame and publishes, so a slow model
+drops old frames (counted) instead of queueing them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.impl.logging_severity import LoggingSeverity
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    QoSDurabilityPolicy,
+    QoSHistoryPolicy,
+    QoSProfile,
+    QoSReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Header
+from std_srvs.srv import SetBool
+from stereo_msgs.msg import DisparityImage
+from visualization_msgs.msg import Marker
+
+from mtl_perception.errors import UserError
+from mtl_perception.ros.conversions import (
+    InvalidMessageError,
+    disparity_image,
+    image_to_numpy,
+    intrinsics_from_camera_info,
+    numpy_to_image,
+    scaled_camera_info,
+    stereo_intrinsics,
+)
+from mtl_perception.ros.diagnostics import NodeStatistics
+from mtl_perception.ros.params import NodeParameters, apply_changes, declare_parameters
+from mtl_perception.ros.resources import default_model_path
+from mtl_perception.ros.sync import StampedPair, StereoSynchronizer
+from mtl_perception.ros.visualization import steering_marker, steering_message
+from mtl_perception.runtime import Backend, CameraModel, InputError, Pipeline, PipelineResult, create_backend
+
+NODE_NAME = "mtl_perception"
+OUTPUT_DEPTH = 5  # keep-last depth of every publisher and subscription
+# DisparityImage.delta_d: the network regresses continuous float disparity, so there is no true
+# quantisation step; 1/16 px is the step stereo_image_proc publishes (fixed-point SGBM) and what
+# consumers use to size disparity histograms, and it is exactly representable in float32.
+DELTA_D = 1.0 / 16.0
+WARN_THROTTLE_S = 2.0
+DIAGNOSTICS_PERIOD_S = 1.0
+
+
+def qos_profile(name: str) -> QoSProfile:
+    """The QoS named by an ``input_qos`` / ``output_qos`` parameter value."""
+    if name == "sensor_data":
+        return qos_profile_sensor_data
+    reliability = {
+        "reliable": QoSReliabilityPolicy.RELIABLE,
+        "best_effort": QoSReliabilityPolicy.BEST_EFFORT,
+        "default": QoSReliabilityPolicy.RELIABLE,
+    }[name]
+    return QoSProfile(
+        history=QoSHistoryPolicy.KEEP_LAST,
+        depth=OUTPUT_DEPTH if name != "default" else 10,
+        reliability=reliability,
+        durability=QoSDurabilityPolicy.VOLATILE,
+    )
+
+
+class _RosLogHandler(logging.Handler):
+    """Forwards Python logging records (the runtime logs that way) to the node's ROS logger."""
+
+    _SEVERITY: ClassVar[dict[int, LoggingSeverity]] = {
+        logging.DEBUG: LoggingSeverity.DEBUG,
+        logging.INFO: LoggingSeverity.INFO,
+        logging.WARNING: LoggingSeverity.WARN,
+        logging.ERROR: LoggingSeverity.ERROR,
+        logging.CRITICAL: LoggingSeverity.FATAL,
+    }
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__()
+        self._ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        severity = self._SEVERITY.get(record.levelno, LoggingSeverity.INFO)
+        self._ros_logger.log(self.format(record), severity)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One input: the mono image, or a matched stereo pair."""
+
+    left: Image
+    right: Image | None = None
+
+
+def _stamp_ns(header: Header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def steering_graph_path(model_path: Path) -> Path:
+    """``<name>.steering.onnx`` next to the perception model (exported together)."""
+    return model_path.with_name(model_path.stem + ".steering.onnx")
+
+
+class PerceptionNode(Node):
+    """Stereo or mono multi-task perception as a ROS 2 node (see DESIGN.md, Node topics)."""
+
+    def __init__(
+        self,
+        node_name: str = NODE_NAME,
+        *,
+        parameter_defaults: NodeParameters | None = None,
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(node_name, **node_kwargs)
+        try:
+            self._params = declare_parameters(self, parameter_defaults)
+            self._pipeline = self._load_pipeline(self._params)
+        except (ValueError, ParameterException) as exc:
+            super().destroy_node()
+            raise UserError(f"{node_name}: parameter refused: {exc}") from exc
+        except UserError:
+            super().destroy_node()
+            raise
+        self.mode = self._pipeline.info.mode
+        self._stats = NodeStatistics(self.get_fully_qualified_name(), hardware_id=NODE_NAME)
+        self._stats.backend = self._pipeline.backend.name
+        self._stats.paused = not self._params.enable
+        self._camera_info: dict[str, CameraInfo] = {}
+        self._pending: _Frame | None = None
+        self._work_ready = threading.Condition()
+        self._stopping = False
+        self._reset_steering = False
+        self._sync: StereoSynchronizer[Image] = StereoSynchronizer(
+            self._params.queue_size,
+            approximate=self._params.approximate_sync,
+            tolerance_s=self._params.approximate_sync_tolerance_seconds,
+        )
+        self._create_publishers(qos_profile(self._params.output_qos))
+        self._create_subscriptions(qos_profile(self._params.input_qos))
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, MutuallyExclusiveCallbackGroup())
+        self._worker = threading.Thread(target=self._work_loop, name=f"{node_name}_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"{self.mode} perception with backend {self._pipeline.backend.name}, "
+            f"input {self._pipeline.info.input_size[1]}x{self._pipeline.info.input_size[0]}, "
+            f"output resolution {self._params.output_resolution}"
+        )
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _load_pipeline(self, params: NodeParameters) -> Pipeline:
+        """Open the model with the chosen backend (auto falls back and logs why) and check its mode."""
+        log = logging.getLogger(f"mtl_perception.ros.{self.get_name()}")
+        log.propagate = False
+        if not log.handlers:
+            log.addHandler(_RosLogHandler(self.get_logger()))
+        log.setLevel(logging.INFO)
+        expected_mode = params.mode if params.mode != "auto" else "stereo"
+        model_path = (
+            Path(params.model_file_path) if params.model_file_path else default_model_path(expected_mode)
+        )
+
+        def open_backend(kind: str, path: Path) -> Backend:
+            return create_backend(
+                kind,
+                path,
+                engine_path=params.engine_file_path or None,
+                force_engine_update=params.force_engine_update,
+                fp16=params.enable_fp16,
+                threads=params.threads or None,
+                logger=log,
+            )
+
+        backend = open_backend(params.backend, model_path)
+        if params.mode != "auto" and backend.info.mode != params.mode:
+            backend.close()
+            raise UserError(
+                f"{model_path} is a {backend.info.mode} model but the node's mode is {params.mode}; "
+                f"set mode to auto or {backend.info.mode}, or point model_file_path at a {params.mode} model"
+            )
+        steering_path = steering_graph_path(model_path)
+        steering = None
+        if steering_path.is_file():
+            # The steering graph is ONNX only; the torch backend has no checkpoint for it.
+            steering = open_backend("auto" if params.backend == "torch" else params.backend, steering_path)
+        else:
+            self.get_logger().info(f"no steering graph at {steering_path}; `steering` will not be published")
+        return Pipeline(backend, output_resolution=params.output_resolution, steering_backend=steering)
+
+    def _create_publishers(self, qos: QoSProfile) -> None:
+        self._pub_semantic = self.create_publisher(Image, "semantic", qos)
+        self._pub_semantic_color = self.create_publisher(Image, "semantic/color", qos)
+        self._pub_semantic_uncertainty = self.create_publisher(Image, "semantic/uncertainty", qos)
+        self._pub_depth = self.create_publisher(Image, "depth", qos)
+        self._pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", qos)
+        self._pub_depth_uncertainty = self.create_publisher(Image, "depth/uncertainty", qos)
+        self._pub_disparity = (
+            self.create_publisher(DisparityImage, "disparity", qos) if self.mode == "stereo" else None
+        )
+        self._pub_steering = self.create_publisher(JointState, "steering", qos)
+        self._pub_steering_marker = self.create_publisher(Marker, "steering/marker", qos)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def _create_subscriptions(self, qos: QoSProfile) -> None:
+        # One mutually exclusive group: the callbacks are short and the synchronizer's drop count
+        # stays exact; inference runs in the worker thread, not here.
+        group = MutuallyExclusiveCallbackGroup()
+        if self.mode == "stereo":
+            cameras = {"left": "left/camera_info", "right": "right/camera_info"}
+            self.create_subscription(Image, "left/image_rect", self._on_left_image, qos, callback_group=group)
+            self.create_subscription(
+                Image, "right/image_rect", self._on_right_image, qos, callback_group=group
+            )
+        else:
+            cameras = {"mono": "camera_info"}
+            self.create_subscription(Image, "image_rect", self._on_mono_image, qos, callback_group=group)
+        for camera, topic in cameras.items():
+            callback = functools.partial(self._on_camera_info, camera)
+            self.create_subscription(CameraInfo, topic, callback, qos, callback_group=group)
+
+    # -- input callbacks (cheap: never block on inference) ---------------------------------------
+
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        self._camera_info[camera] = msg
+
+    def _on_mono_image(self, msg: Image) -> None:
+        self._submit(_Frame(msg))
+
+    def _on_left_image(self, msg: Image) -> None:
+        self._on_stereo_image(msg, self._sync.push_left)
+
+    def _on_right_image(self, msg: Image) -> None:
+        self._on_stereo_image(msg, self._sync.push_right)
+
+    def _on_stereo_image(self, msg: Image, push: Callable[[int, Image], StampedPair[Image] | None]) -> None:
+        if not self._params.enable:
+            return
+        dropped_before = self._sync.dropped
+        pair = push(_stamp_ns(msg.header), msg)
+        if self._sync.dropped > dropped_before:
+            self._stats.dropped(self._sync.dropped - dropped_before)
+        if pair is not None:
+            self._submit(_Frame(pair.left, pair.right))
+
+    def _submit(self, frame: _Frame) -> None:
+        """Make ``frame`` the next one to process, replacing (and counting) an unprocessed one."""
+        if not self._params.enable:
+            return
+        self._stats.input_received()
+        with self._work_ready:
+            if self._pending is not None:
+                self._stats.dropped()
+            self._pending = frame
+            self._work_ready.notify()
+
+    # -- inference worker ------------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._work_ready:
+                self._work_ready.wait_for(lambda: self._pending is not None or self._stopping)
+                if self._stopping:
+                    return
+                frame, self._pending = self._pending, None
+                reset, self._reset_steering = self._reset_steering, False
+            if reset:
+                self._pipeline.reset()
+            try:
+                self._process(frame)
+            except Exception as exc:  # the only worker must survive a failing frame; log and go on
+                self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
+                self._stats.rejected(f"inference failed: {exc!r}")
+
+    def _process(self, frame: _Frame) -> None:
+        header = frame.left.header
+        try:
+            left = image_to_numpy(frame.left)
+            right = None
+            if frame.right is not None:
+                if frame.right.encoding != frame.left.encoding:
+                    raise InvalidMessageError(
+                        f"left ({frame.left.encoding}) and right ({frame.right.encoding}) encodings differ"
+                    )
+                right = image_to_numpy(frame.right)
+            camera, camera_info = self._camera_for(left.shape[1], left.shape[0])
+            result = self._pipeline.process(left, right, encoding=frame.left.encoding, camera=camera)
+        except (InvalidMessageError, InputError) as exc:
+            self._reject(str(exc))
+            return
+        self._publish(header, result, camera, camera_info)
+        latency_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
+        self._stats.published(latency_ms, result.timings.get("infer_ms", float("nan")))
+
+    def _camera_for(self, width: int, height: int) -> tuple[CameraModel, CameraInfo]:
+        """CameraModel for the pipeline and the camera_info of the image the outputs align with."""
+        if self.mode == "stereo":
+            left, right = self._camera_info.get("left"), self._camera_info.get("right")
+            if left is None or right is None:
+                raise InvalidMessageError(
+                    "no camera_info received yet on left/camera_info and right/camera_info"
+                )
+            intrinsics = stereo_intrinsics(left, right)
+            reference = left
+        else:
+            reference = self._camera_info.get("mono")
+            if reference is None:
+                raise InvalidMessageError("no camera_info received yet on camera_info")
+            intrinsics = intrinsics_from_camera_info(reference)
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            raise InvalidMessageError(
+                f"camera_info is {intrinsics.width}x{intrinsics.height} but the image is {width}x{height}"
+            )
+        return CameraModel(intrinsics.fx, intrinsics.baseline), reference
+
+    def _reject(self, reason: str) -> None:
+        self.get_logger().warning(f"skipping frame: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
+        self._stats.rejected(reason)
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def _publish(
+        self, header: Header, result: PipelineResult, camera: CameraModel, camera_info: CameraInfo
+    ) -> None:
+        params = self._params
+        out_h, out_w = result.semantic.shape
+        self._pub_semantic.publish(numpy_to_image(result.semantic, "mono8", header))
+        if self._pub_semantic_color.get_subscription_count() > 0:
+            self._pub_semantic_color.publish(numpy_to_image(result.semantic_color(), "rgb8", header))
+        if result.semantic_uncertainty is not None:
+            self._pub_semantic_uncertainty.publish(
+                numpy_to_image(result.semantic_uncertainty, "32FC1", header)
+            )
+        depth = result.depth
+        if result.disparity is not None and self._pub_disparity is not None:
+            valid = (result.disparity > 0) & (result.disparity >= params.min_disparity)
+            # DisparityImage convention: values below min_disparity are invalid.
+            disparity = np.where(valid, result.disparity, np.float32(params.min_disparity - 1.0))
+            max_disparity = params.max_disparity or self._pipeline.info.max_disparity * result.disparity_scale
+            self._pub_disparity.publish(
+                disparity_image(
+                    disparity,
+                    header,
+                    focal_length=camera.fx * result.scale_x,
+                    baseline=camera.baseline,
+                    min_disparity=params.min_disparity,
+                    max_disparity=max_disparity,
+                    delta_d=DELTA_D,
+                )
+            )
+            if depth is not None:
+                depth = np.where(valid, depth, np.float32(np.nan))
+        if depth is not None:
+            uncertainty = result.depth_uncertainty
+            if params.confidence_threshold > 0 and uncertainty is not None:
+                depth = np.where(uncertainty > params.confidence_threshold, np.float32(np.nan), depth)
+            self._pub_depth.publish(numpy_to_image(depth, "32FC1", header))
+            self._pub_depth_info.publish(scaled_camera_info(camera_info, out_w, out_h, header))
+            if uncertainty is not None:
+                self._pub_depth_uncertainty.publish(numpy_to_image(uncertainty, "32FC1", header))
+        if result.steering is not None:
+            self._pub_steering.publish(steering_message(header, result.steering))
+            self._pub_steering_marker.publish(steering_marker(header, result.steering))
+
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray(status=[self._stats.to_status()])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._pub_diagnostics.publish(array)
+
+    # -- parameters and pause --------------------------------------------------------------------
+
+    def _check_parameters(self, changes: list[Parameter]) -> SetParametersResult:
+        _, problem = apply_changes(self._params, changes)
+        return SetParametersResult(successful=problem is None, reason=problem or "")
+
+    def _apply_parameters(self, changes: list[Parameter]) -> None:
+        self._params, _ = apply_changes(self._params, changes)
+        self._sync.configure(
+            approximate=self._params.approximate_sync,
+            tolerance_s=self._params.approximate_sync_tolerance_seconds,
+        )
+        if self._stats.paused != (not self._params.enable):
+            self._stats.paused = not self._params.enable
+            if not self._params.enable:
+                # A pause is a gap in the stream: steering must not mix frames from before it.
+                with self._work_ready:
+                    self._pending = None
+                    self._reset_steering = True
+            self.get_logger().info("resumed" if self._params.enable else "paused")
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        outcome = self.set_parameters([Parameter("enable", value=bool(request.data))])[0]
+        response.success = outcome.successful
+        response.message = ("enabled" if request.data else "paused") if outcome.successful else outcome.reason
+        return response
+
+    # -- introspection and shutdown --------------------------------------------------------------
+
+    @property
+    def parameters(self) -> NodeParameters:
+        """The parameter values in effect."""
+        return self._params
+
+    @property
+    def statistics(self) -> NodeStatistics:
+        """Frame counters and rolling rates (the numbers behind `/diagnostics`)."""
+        return self._stats
+
+    def destroy_node(self) -> None:
+        """Stop the worker, release the backend, then destroy the ROS node."""
+        with self._work_ready:
+            self._stopping = True
+            self._work_ready.notify_all()
+        self._worker.join(timeout=10.0)
+        self._pipeline.backend.close()
+        if self._pipeline.steering_backend is not None:
+            self._pipeline.steering_backend.close()
+        super().destroy_node()

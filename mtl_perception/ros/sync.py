@@ -1,0 +1,101 @@
+"""Stereo pair matching by header stamp, exact or approximate, with bounded queues.
+
+message_filters is not installable outside a ROS distro (no PyPI wheel), so the node carries its
+own matcher. It is simpler than message_filters' ApproximateTime on purpose: the node only ever
+wants the newest pair, so a match discards everything older on both sides.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+LEFT = 0
+RIGHT = 1
+
+
+@dataclass(frozen=True)
+class StampedPair(Generic[T]):
+    """A matched left/right pair and the stamps they were matched on (nanoseconds)."""
+
+    left: T
+    right: T
+    left_stamp_ns: int
+    right_stamp_ns: int
+
+
+class StereoSynchronizer(Generic[T]):
+    """Match left and right messages whose stamps are equal (or within ``tolerance_s``).
+
+    Each side keeps at most ``queue_size`` unmatched messages; ones pushed out, or older than a
+    match, are counted in ``dropped``. Thread-safe: callbacks may come from several threads.
+    """
+
+    def __init__(self, queue_size: int, *, approximate: bool = False, tolerance_s: float = 0.0) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        self._queues: tuple[deque[tuple[int, T]], deque[tuple[int, T]]] = (deque(), deque())
+        self._queue_size = queue_size
+        self._lock = threading.Lock()
+        self.approximate = approximate
+        self.tolerance_s = tolerance_s
+        self.dropped = 0
+
+    def configure(self, *, approximate: bool, tolerance_s: float) -> None:
+        """Change the matching rule live (parameter updates)."""
+        with self._lock:
+            self.approximate = approximate
+            self.tolerance_s = tolerance_s
+
+    def push_left(self, stamp_ns: int, msg: T) -> StampedPair[T] | None:
+        """Add a left message; return the newest pair it completes, if any."""
+        return self._push(LEFT, stamp_ns, msg)
+
+    def push_right(self, stamp_ns: int, msg: T) -> StampedPair[T] | None:
+        """Add a right message; return the newest pair it completes, if any."""
+        return self._push(RIGHT, stamp_ns, msg)
+
+    def pending(self) -> tuple[int, int]:
+        """Unmatched messages waiting on each side (left, right)."""
+        with self._lock:
+            return len(self._queues[LEFT]), len(self._queues[RIGHT])
+
+    def _push(self, side: int, stamp_ns: int, msg: T) -> StampedPair[T] | None:
+        with self._lock:
+            other = self._queues[1 - side]
+            match = self._best_match(other, stamp_ns)
+            if match is None:
+                own = self._queues[side]
+                own.append((stamp_ns, msg))
+                if len(own) > self._queue_size:
+                    own.popleft()
+                    self.dropped += 1
+                return None
+            # Everything up to and including the match on the other side is now stale, and so is
+            # anything on this side not newer than this message.
+            matched_stamp, matched_msg = other[match]
+            for _ in range(match + 1):
+                other.popleft()
+            own = self._queues[side]
+            stale = [item for item in own if item[0] <= stamp_ns]
+            self.dropped += match + len(stale)
+            for item in stale:
+                own.remove(item)
+            if side == LEFT:
+                return StampedPair(msg, matched_msg, stamp_ns, matched_stamp)
+            return StampedPair(matched_msg, msg, matched_stamp, stamp_ns)
+
+    def _best_match(self, queue: deque[tuple[int, T]], stamp_ns: int) -> int | None:
+        """Index of the closest stamp in ``queue`` within the tolerance (exact: equal), or None."""
+        tolerance_ns = round(self.tolerance_s * 1e9) if self.approximate else 0
+        best: int | None = None
+        best_gap = tolerance_ns + 1
+        for index, (other_stamp, _) in enumerate(queue):
+            gap = abs(other_stamp - stamp_ns)
+            if gap < best_gap:
+                best, best_gap = index, gap
+        return best

@@ -1,0 +1,253 @@
+"""ROS-side pieces without DDS traffic: conversions, stereo sync, parameters, diagnostics, markers,
+the shipped parameter/launch files and the `run` command's argument handling."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from fixtures_ros import camera_info, image_message, stamped_header
+from rclpy.context import Context
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from mtl_perception.commands import run as run_command
+from mtl_perception.ros.conversions import (
+    InvalidMessageError,
+    disparity_image,
+    image_to_numpy,
+    intrinsics_from_camera_info,
+    numpy_to_image,
+    scaled_camera_info,
+    stereo_intrinsics,
+)
+from mtl_perception.ros.diagnostics import NodeStatistics
+from mtl_perception.ros.params import SPECS, NodeParameters, apply_changes, validate
+from mtl_perception.ros.sync import StereoSynchronizer
+from mtl_perception.ros.visualization import steering_marker, steering_message
+
+REPO = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+
+# -- conversions ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "shape"),
+    [("rgb8", (5, 7, 3)), ("bgr8", (5, 7, 3)), ("rgba8", (5, 7, 4)), ("bgra8", (5, 7, 4)), ("mono8", (5, 7))],
+)
+def test_image_round_trip_every_input_encoding(encoding: str, shape: tuple[int, ...]) -> None:
+    array = RNG.integers(0, 256, shape, dtype=np.uint8)
+    msg = image_message(array, encoding, 5)
+    assert msg.step == 7 * (shape[2] if len(shape) == 3 else 1)
+    np.testing.assert_array_equal(image_to_numpy(msg), array)
+
+
+def test_image_honours_row_padding() -> None:
+    array = RNG.integers(0, 256, (4, 3, 3), dtype=np.uint8)
+    padded = np.zeros((4, 16), np.uint8)
+    padded[:, :9] = array.reshape(4, 9)
+    msg = Image(height=4, width=3, encoding="rgb8", step=16, data=padded.tobytes())
+    np.testing.assert_array_equal(image_to_numpy(msg), array)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_float_image_honours_byte_order(big_endian: bool) -> None:
+    values = RNG.standard_normal((3, 4)).astype(np.float32)
+    data = values.astype(">f4" if big_endian else "<f4").tobytes()
+    msg = Image(height=3, width=4, encoding="32FC1", step=16, is_bigendian=big_endian, data=data)
+    np.testing.assert_array_equal(image_to_numpy(msg, allowed=("32FC1",)), values)
+
+
+@pytest.mark.parametrize(
+    ("msg", "reason"),
+    [
+        (Image(height=2, width=2, encoding="16UC1", step=4, data=bytes(8)), "unsupported encoding"),
+        (Image(height=0, width=4, encoding="rgb8", step=12, data=b""), "zero-size"),
+        (Image(height=2, width=4, encoding="rgb8", step=12, data=bytes(20)), "truncated"),
+        (Image(height=2, width=4, encoding="rgb8", step=8, data=bytes(16)), "step"),
+    ],
+)
+def test_bad_images_are_refused_with_a_reason(msg: Image, reason: str) -> None:
+    with pytest.raises(InvalidMessageError, match=reason):
+        image_to_numpy(msg)
+
+
+def test_stereo_intrinsics_and_bad_camera_info() -> None:
+    left, right = camera_info(64, 32, fx=80.0), camera_info(64, 32, fx=80.0, tx=-80.0 * 0.2)
+    intrinsics = stereo_intrinsics(left, right)
+    assert intrinsics.fx == 80.0 and intrinsics.baseline == pytest.approx(0.2)
+    with pytest.raises(InvalidMessageError, match="baseline"):
+        stereo_intrinsics(left, left)
+    zero = camera_info(64, 32, fx=0.0)
+    zero.k[0] = 0.0
+    with pytest.raises(InvalidMessageError, match="focal"):
+        intrinsics_from_camera_info(zero)
+    nan = camera_info(64, 32)
+    nan.p[2] = math.nan
+    with pytest.raises(InvalidMessageError, match="NaN"):
+        intrinsics_from_camera_info(nan)
+
+
+def test_scaled_camera_info_keeps_geometry() -> None:
+    info = camera_info(200, 100, fx=150.0, tx=-150.0 * 0.3)
+    scaled = scaled_camera_info(info, 100, 25, stamped_header(1))
+    assert (scaled.width, scaled.height) == (100, 25)
+    assert scaled.k[0] == 75.0 and scaled.k[2] == 50.0 and scaled.k[4] == 37.5 and scaled.k[5] == 12.5
+    assert scaled.p[0] == 75.0 and -scaled.p[3] / scaled.p[0] == pytest.approx(0.3)
+
+
+def test_disparity_image_fields_and_valid_window() -> None:
+    disparity = np.full((6, 8), -1.0, np.float32)
+    disparity[1:4, 2:7] = 5.0
+    msg = disparity_image(
+        disparity,
+        stamped_header(7),
+        focal_length=90.0,
+        baseline=0.1,
+        min_disparity=0.0,
+        max_disparity=32.0,
+        delta_d=1 / 16,
+    )
+    window = msg.valid_window
+    assert (window.x_offset, window.y_offset, window.width, window.height) == (2, 1, 5, 3)
+    assert msg.image.encoding == "32FC1" and msg.f == 90.0 and msg.delta_d == 0.0625
+    np.testing.assert_array_equal(image_to_numpy(msg.image, allowed=("32FC1",)), disparity)
+
+
+# -- sync -----------------------------------------------------------------------------------------
+
+
+def test_exact_sync_pairs_equal_stamps_only() -> None:
+    sync: StereoSynchronizer[str] = StereoSynchronizer(3)
+    assert sync.push_left(100, "L100") is None
+    assert sync.push_right(101, "R101") is None
+    pair = sync.push_right(100, "R100")
+    assert pair is not None and (pair.left, pair.right) == ("L100", "R100")
+    assert sync.pending() == (0, 1)  # R101 is newer than the pair: it may still match L101
+    assert sync.dropped == 0
+    assert sync.push_left(101, "L101") is not None
+
+
+def test_approximate_sync_takes_the_closest_stamp_within_tolerance() -> None:
+    sync: StereoSynchronizer[str] = StereoSynchronizer(5, approximate=True, tolerance_s=0.004)
+    sync.push_left(1_000_000, "far")
+    sync.push_left(10_000_000, "near")
+    pair = sync.push_right(12_000_000, "R")
+    assert pair is not None and pair.left == "near"
+    assert sync.dropped == 1  # "far" is older than the match
+    assert sync.push_right(30_000_000, "R2") is None  # 18 ms from anything: no match
+    sync.configure(approximate=False, tolerance_s=0.0)
+    assert sync.push_left(30_000_001, "L") is None
+
+
+def test_sync_queue_is_bounded_and_counts_drops() -> None:
+    sync: StereoSynchronizer[int] = StereoSynchronizer(2)
+    for stamp in range(10):
+        sync.push_left(stamp, stamp)
+    assert sync.pending() == (2, 0)
+    assert sync.dropped == 8
+    pair = sync.push_right(9, 9)
+    assert pair is not None and pair.left == 9 and sync.dropped == 9
+
+
+# -- parameters -----------------------------------------------------------------------------------
+
+
+def test_parameter_validation_messages() -> None:
+    assert validate(NodeParameters()) is None
+    assert "backend" in (validate(NodeParameters(backend="cuda")) or "")
+    assert "below max_disparity" in (validate(NodeParameters(min_disparity=10.0, max_disparity=5.0)) or "")
+    _, problem = apply_changes(NodeParameters(), [Parameter("model_file_path", value="x.onnx")])
+    assert problem is not None and "read-only" in problem
+    values, problem = apply_changes(NodeParameters(), [Parameter("confidence_threshold", value=2.5)])
+    assert problem is None and values.confidence_threshold == 2.5
+
+
+@pytest.mark.parametrize("mode", ["stereo", "mono"])
+def test_shipped_parameter_file_keys_are_declared(mode: str) -> None:
+    """rclpy's own parser reads the file; every key must be a parameter the node declares."""
+    path = REPO / "config" / f"{mode}.yaml"
+    context = Context()
+    rclpy.init(context=context, args=["test", "--ros-args", "--params-file", str(path)])
+    try:
+        node = Node("mtl_perception", context=context, automatically_declare_parameters_from_overrides=True)
+        names = set(node.get_parameters_by_prefix("")) - {"use_sim_time", "start_type_description_service"}
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert names, f"{path} declared nothing"
+    assert names <= set(SPECS), f"undeclared keys in {path}: {names - set(SPECS)}"
+    assert "mode" in names
+
+
+@pytest.mark.parametrize("name", ["stereo.launch.py", "mono.launch.py"])
+def test_launch_files_compile(name: str) -> None:
+    source = (REPO / "launch" / name).read_text()
+    compile(source, name, "exec")
+    assert "generate_launch_description" in source
+
+
+def test_run_command_passes_ros_arguments_through() -> None:
+    parser = argparse.ArgumentParser()
+    run_command.add_arguments(parser)
+    args, unknown = parser.parse_known_args(
+        ["stereo", "--params-file", "a.yaml", "--ros-args", "--params-file", "b.yaml", "-r", "x:=y"]
+    )
+    assert unknown == [] and args.params_file == Path("a.yaml")
+    argv = run_command.ros_arguments(args.mode, args.params_file, args.ros_args)
+    assert argv[1:] == [
+        "--ros-args",
+        "--params-file",
+        "a.yaml",
+        "-p",
+        "mode:=stereo",
+        "--params-file",
+        "b.yaml",
+        "-r",
+        "x:=y",
+    ]
+
+
+# -- diagnostics and visualization -----------------------------------------------------------------
+
+
+def test_statistics_rates_drops_and_warn_state() -> None:
+    now = [100.0]
+    stats = NodeStatistics("node", "hw", window_s=2.0, clock=lambda: now[0])
+    for _ in range(4):
+        stats.input_received()
+        stats.published(latency_ms=20.0, infer_ms=5.0)
+        now[0] += 0.5
+    stats.dropped(3)
+    status = stats.to_status()
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.OK
+    assert values["frames dropped"] == "3" and values["latency mean (ms)"] == "20.0"
+    assert float(values["output rate (Hz)"]) == pytest.approx(2.0)  # 4 events in the last 2 s
+    stats.rejected("unsupported encoding '16UC1'")
+    assert stats.to_status().level == DiagnosticStatus.WARN
+    assert "16UC1" in stats.to_status().message
+    now[0] += 10.0
+    assert stats.to_status().level == DiagnosticStatus.OK
+    assert stats.to_status().values[1].value == "0.00"  # the input rate decays once frames stop
+
+
+def test_steering_contract_and_marker_direction() -> None:
+    header = stamped_header(3)
+    msg = steering_message(header, 0.3)
+    assert msg.name == ["steering"] and msg.position[0] == pytest.approx(0.3)
+    tip = steering_marker(header, 0.3).points[1]
+    assert tip.x < 0 and tip.z > 0 and tip.y == 0  # left turn -> towards -x in the optical frame
+    assert steering_marker(header, 0.0).points[1].x == pytest.approx(0.0)
+
+
+def test_numpy_to_image_refuses_a_wrong_shape() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        numpy_to_image(np.zeros((2, 2, 3), np.uint8), "mono8", stamped_header(0))
