@@ -1,0 +1,114 @@
+"""Model configs (the YAML ``model:`` section): one dataclass per network, chosen by ``mode``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mtl_perception.config import ConfigError, from_dict
+from mtl_perception.data.labels import NUM_CLASSES
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+UNCERTAINTY_DISTRIBUTIONS = ("laplace", "gaussian")
+# Every backbone level down to 1/32 is fused with exact x2 upsampling, so sizes must divide by 32.
+INPUT_MULTIPLE = 32
+MIN_INPUT_SIZE = 64
+# The disparity cost volume is built on 1/4-resolution features.
+COST_VOLUME_STRIDE = 4
+
+
+@dataclass
+class StereoNetConfig:
+    """Progressive stereo multi-task network: coarse seg -> disparity -> attention-refined seg."""
+
+    mode: str = "stereo"
+    backbone: str = DEFAULT_BACKBONE
+    pretrained: bool = True
+    # None: the packaged EfficientNet-Lite0 ImageNet file (default backbone only).
+    pretrained_path: str | None = None
+    num_classes: int = NUM_CLASSES
+    input_size: tuple[int, int] = (256, 512)  # [H, W]; multiples of 32, at least 64
+    embedding_dim: int = 128
+    uncertainty_distribution: str = "laplace"
+    decoder_channels: int = 64  # segmentation decoder width
+    matching_channels: int = 32  # features correlated in the cost volume
+    aggregation_channels: int = 64  # cost-volume aggregation width
+    refine_channels: int = 16  # full-resolution disparity refinement width
+    max_disparity: int = 96  # input pixels; a multiple of 4 (the cost volume stride)
+    link_seg_to_disparity: bool = True  # coarse-seg features feed the disparity aggregation
+    link_attention: bool = True  # refined seg gated by attention over seg + disparity features
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.mode != "stereo":
+            raise ValueError(f"mode must be 'stereo' for StereoNetConfig, got {self.mode!r}")
+        if self.max_disparity <= 0 or self.max_disparity % COST_VOLUME_STRIDE:
+            raise ValueError(
+                f"max_disparity must be a positive multiple of {COST_VOLUME_STRIDE}, got {self.max_disparity}"
+            )
+        if self.max_disparity >= self.input_size[1]:
+            raise ValueError(f"max_disparity {self.max_disparity} must be below the input width")
+
+    @property
+    def num_disparities(self) -> int:
+        """Disparity candidates in the 1/4-resolution cost volume."""
+        return self.max_disparity // COST_VOLUME_STRIDE
+
+
+@dataclass
+class MonoNetConfig:
+    """Monocular multi-task network: shared encoder, segmentation and metric depth decoders."""
+
+    mode: str = "mono"
+    backbone: str = DEFAULT_BACKBONE
+    pretrained: bool = True
+    pretrained_path: str | None = None
+    num_classes: int = NUM_CLASSES
+    input_size: tuple[int, int] = (256, 512)
+    embedding_dim: int = 128
+    uncertainty_distribution: str = "laplace"
+    decoder_channels: int = 64
+    min_depth: float = 0.5  # meters
+    max_depth: float = 80.0
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.mode != "mono":
+            raise ValueError(f"mode must be 'mono' for MonoNetConfig, got {self.mode!r}")
+        if not 0 < self.min_depth < self.max_depth:
+            raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+
+
+ModelConfig = StereoNetConfig | MonoNetConfig
+
+
+def _check_common(config: ModelConfig) -> None:
+    height, width = config.input_size
+    for side in (height, width):
+        if side < MIN_INPUT_SIZE or side % INPUT_MULTIPLE:
+            raise ValueError(
+                f"input_size {list(config.input_size)}: each side must be a multiple of "
+                f"{INPUT_MULTIPLE} and at least {MIN_INPUT_SIZE}"
+            )
+    if config.uncertainty_distribution not in UNCERTAINTY_DISTRIBUTIONS:
+        raise ValueError(
+            f"uncertainty_distribution must be one of {UNCERTAINTY_DISTRIBUTIONS}, "
+            f"got {config.uncertainty_distribution!r}"
+        )
+    if config.num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {config.num_classes}")
+    if config.embedding_dim < 1:
+        raise ValueError(f"embedding_dim must be positive, got {config.embedding_dim}")
+
+
+def model_config_from_dict(data: dict[str, Any] | None, where: str = "model") -> ModelConfig:
+    """Build the config named by ``data["mode"]`` (default ``"stereo"``); unknown keys are refused."""
+    data = dict(data or {})
+    mode = data.get("mode", "stereo")
+    config_types: dict[str, type[StereoNetConfig] | type[MonoNetConfig]] = {
+        "stereo": StereoNetConfig,
+        "mono": MonoNetConfig,
+    }
+    if mode not in config_types:
+        raise ConfigError(f"{where}.mode: must be 'stereo' or 'mono', got {mode!r}")
+    return from_dict(config_types[mode], data, where=where)

@@ -1,0 +1,54 @@
+"""``DeployModel``: the exported interface (used by both ONNX export and the torch runtime backend)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_perception.networks.config import ModelConfig, StereoNetConfig
+from mtl_perception.networks.heads import log_scale_to_std, normalized_entropy
+
+STEREO_INPUTS = ("left", "right")
+MONO_INPUTS = ("image",)
+STEREO_OUTPUTS = ("semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding")
+MONO_OUTPUTS = ("semantic", "semantic_uncertainty", "depth", "depth_uncertainty", "embedding")
+
+
+class DeployModel(nn.Module):
+    """Wraps a training network; forward(*inputs) returns a tuple ordered as ``output_names``.
+
+    ``semantic`` is int32 class ids: ONNX ArgMax yields int64, which TensorRT handles poorly as an
+    engine output, so the graph casts once here and every backend sees the same dtype.
+    ``*_uncertainty`` are standard deviations in output units (pixels or meters); for Laplace
+    that is sqrt(2) * b. ``semantic_uncertainty`` is the normalised entropy (0..1).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.config: ModelConfig = model.config
+        self.stereo = isinstance(self.config, StereoNetConfig)
+        self.input_names: tuple[str, ...] = STEREO_INPUTS if self.stereo else MONO_INPUTS
+        self.output_names: tuple[str, ...] = STEREO_OUTPUTS if self.stereo else MONO_OUTPUTS
+        # Inference only: a wrapper left in train mode would make torch.onnx.export restore train
+        # mode on the wrapped net afterwards, silently switching BatchNorm to batch statistics.
+        self.eval()
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(left, right) or (image), Nx3xHxW RGB 0..1 -> outputs (each NxHxW, embedding NxD)."""
+        out = self.model(*inputs)
+        logits = out["semantic_logits"]
+        geometry = "disparity" if self.stereo else "depth"
+        std = log_scale_to_std(out[f"{geometry}_log_scale"], self.config.uncertainty_distribution)
+        return (
+            logits.argmax(dim=1).to(torch.int32),
+            normalized_entropy(logits, self.config.num_classes),
+            out[geometry].squeeze(1),
+            std.squeeze(1),
+            out["embedding"],
+        )
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zero inputs at the configured input size, for tracing and export."""
+        height, width = self.config.input_size
+        return tuple(torch.zeros(batch, 3, height, width) for _ in self.input_names)

@@ -1,0 +1,179 @@
+"""Stereo/mono multi-task networks: output contract, cross-task links, cost volume, steering head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fixtures_networks import random_images, tiny_mono_config, tiny_stereo_config
+
+from mtl_perception.config import ConfigError
+from mtl_perception.data.labels import NUM_CLASSES
+from mtl_perception.networks import (
+    DeployModel,
+    MonoNetConfig,
+    SteeringHead,
+    StereoNetConfig,
+    build_model,
+    model_config_from_dict,
+)
+from mtl_perception.networks.heads import normalized_entropy
+from mtl_perception.networks.stereo import correlation_cost_volume, soft_argmin
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_config_from_dict_picks_network_by_mode_and_refuses_bad_values():
+    assert isinstance(model_config_from_dict({}), StereoNetConfig)
+    mono = model_config_from_dict({"mode": "mono", "input_size": [128, 256], "max_depth": 50})
+    assert isinstance(mono, MonoNetConfig)
+    assert mono.input_size == (128, 256)
+    assert mono.max_depth == 50.0
+    assert StereoNetConfig().num_classes == NUM_CLASSES
+    with pytest.raises(ConfigError, match="max_disparity"):
+        model_config_from_dict({"max_disparity": 30})
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        model_config_from_dict({"input_size": [250, 512]})
+    with pytest.raises(ConfigError, match="unknown key"):
+        model_config_from_dict({"mode": "mono", "max_disparity": 64})
+    with pytest.raises(ConfigError, match="mode"):
+        model_config_from_dict({"mode": "trinocular"})
+
+
+def test_stereo_outputs_follow_the_contract():
+    torch.manual_seed(0)
+    config = tiny_stereo_config()
+    model = build_model(config).eval()
+    left, right = random_images(2)
+    with torch.no_grad():
+        out = model(left, right)
+    n, (h, w) = 2, config.input_size
+    assert out["semantic_logits"].shape == (n, config.num_classes, h, w)
+    assert out["coarse_semantic_logits"].shape[:2] == (n, config.num_classes)
+    assert out["disparity"].shape == (n, 1, h, w)
+    assert out["disparity_log_scale"].shape == (n, 1, h, w)
+    assert out["embedding"].shape == (n, config.embedding_dim)
+    assert (out["disparity"] >= 0).all()
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_mono_outputs_follow_the_contract_and_depth_stays_in_range():
+    torch.manual_seed(0)
+    config = tiny_mono_config(min_depth=1.0, max_depth=40.0)
+    model = build_model(config).eval()
+    (image,) = random_images(1)
+    with torch.no_grad():
+        out = model(image * 4.0)  # out-of-range input pushes the depth sigmoid towards its ends
+    h, w = config.input_size
+    assert set(out) == {"semantic_logits", "depth", "depth_log_scale", "embedding"}
+    assert out["semantic_logits"].shape == (2, config.num_classes, h, w)
+    assert out["depth"].shape == out["depth_log_scale"].shape == (2, 1, h, w)
+    assert out["embedding"].shape == (2, config.embedding_dim)
+    assert (out["depth"] >= 1.0 - 1e-4).all()
+    assert (out["depth"] <= 40.0 + 1e-3).all()
+
+
+@pytest.mark.parametrize("make_config", [tiny_stereo_config, tiny_mono_config])
+def test_deploy_outputs_have_exported_names_types_and_ranges(make_config):
+    torch.manual_seed(0)
+    config = make_config()
+    deploy = DeployModel(build_model(config).train())
+    assert not deploy.model.training  # the deploy wrapper is inference-only
+    inputs = random_images(len(deploy.input_names))
+    with torch.no_grad():
+        outputs = dict(zip(deploy.output_names, deploy(*inputs), strict=True))
+    geometry = "disparity" if config.mode == "stereo" else "depth"
+    expected = ["semantic", "semantic_uncertainty", geometry, f"{geometry}_uncertainty", "embedding"]
+    assert list(outputs) == expected
+    h, w = config.input_size
+    assert outputs["semantic"].dtype == torch.int32
+    assert outputs["semantic"].shape == (2, h, w)
+    assert 0 <= int(outputs["semantic"].min()) <= int(outputs["semantic"].max()) < config.num_classes
+    assert ((outputs["semantic_uncertainty"] >= 0) & (outputs["semantic_uncertainty"] <= 1)).all()
+    assert outputs[geometry].shape == outputs[f"{geometry}_uncertainty"].shape == (2, h, w)
+    assert (outputs[f"{geometry}_uncertainty"] > 0).all()
+    assert outputs["embedding"].shape == (2, config.embedding_dim)
+
+
+def test_laplace_uncertainty_is_sqrt2_times_gaussian_for_the_same_weights():
+    torch.manual_seed(0)
+    model = build_model(tiny_stereo_config(uncertainty_distribution="gaussian")).eval()
+    inputs = random_images(2)
+    with torch.no_grad():
+        gaussian = DeployModel(model)(*inputs)[3]
+        model.config = tiny_stereo_config(uncertainty_distribution="laplace")
+        laplace = DeployModel(model)(*inputs)[3]
+    torch.testing.assert_close(laplace, gaussian * 2**0.5)
+
+
+def test_cross_task_links_change_the_graph_and_every_variant_trains():
+    variants = {
+        "none": tiny_stereo_config(link_seg_to_disparity=False, link_attention=False),
+        "seg_to_disp": tiny_stereo_config(link_seg_to_disparity=True, link_attention=False),
+        "both": tiny_stereo_config(link_seg_to_disparity=True, link_attention=True),
+    }
+    left, right = random_images(2)
+    counts = {}
+    for name, config in variants.items():
+        torch.manual_seed(0)
+        model = build_model(config).train()
+        out = model(left, right)
+        loss = sum(v.float().mean() for v in out.values())
+        loss.backward()
+        # DDP needs every parameter in the graph; a dead branch would break multi-GPU training.
+        unused = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not unused, f"{name}: parameters without gradient: {unused}"
+        counts[name] = _count(model)
+    assert counts["none"] < counts["seg_to_disp"] < counts["both"]
+
+
+def test_attention_link_uses_disparity_features():
+    torch.manual_seed(0)
+    model = build_model(tiny_stereo_config(link_attention=True)).eval()
+    left, right = random_images(2)
+    with torch.no_grad():
+        base = model(left, right)["semantic_logits"]
+        model.disparity_to_seg.weight.mul_(3.0)
+        changed = model(left, right)["semantic_logits"]
+    assert not torch.allclose(base, changed)
+
+
+@pytest.mark.parametrize("shift", [0, 3, 7])
+def test_cost_volume_peaks_at_the_shift_between_views(shift):
+    generator = torch.Generator().manual_seed(shift)
+    left = torch.nn.functional.normalize(torch.randn(1, 8, 6, 40, generator=generator), dim=1)
+    # The right view sees every scene point `shift` pixels further left: right[x] = left[x + shift].
+    right = torch.zeros_like(left)
+    right[..., : left.shape[-1] - shift] = left[..., shift:]
+    cost = correlation_cost_volume(left, right, num_disparities=10)
+    assert cost.shape == (1, 10, 6, 40)
+    peak = cost[..., shift:].argmax(dim=1)  # columns left of `shift` have no match in the right view
+    assert (peak == shift).all()
+
+
+def test_soft_argmin_returns_the_expected_candidate():
+    logits = torch.full((1, 5, 2, 2), -30.0)
+    logits[:, 3] = 30.0
+    assert torch.allclose(soft_argmin(logits), torch.full((1, 1, 2, 2), 3.0))
+    assert torch.allclose(soft_argmin(torch.zeros(1, 5, 1, 1)), torch.tensor(2.0))
+
+
+def test_steering_head_maps_a_window_to_one_angle_and_order_matters_only_via_weights():
+    torch.manual_seed(0)
+    head = SteeringHead(embedding_dim=12, window=16).eval()
+    embeddings = torch.randn(1, 16, 12)
+    permuted = embeddings[:, torch.randperm(16)]
+    with torch.no_grad():
+        steering = head(embeddings)
+        assert steering.shape == (1,)
+        assert not torch.allclose(steering, head(permuted))
+        head.position.zero_()
+        torch.testing.assert_close(head(embeddings), head(permuted))
+
+
+def test_normalized_entropy_spans_zero_to_one():
+    certain = torch.full((1, 4, 1, 1), -50.0)
+    certain[:, 2] = 50.0
+    assert normalized_entropy(certain, 4).item() == pytest.approx(0.0, abs=1e-6)
+    assert normalized_entropy(torch.zeros(1, 4, 2, 2), 4).allclose(torch.ones(1, 2, 2))
