@@ -1,0 +1,333 @@
+"""Render synthetic stereo sequences to the on-disk layout of ``sim.layout`` (and rosbags).
+
+Each sequence is rendered by one worker process with its own pybullet DIRECT client into a
+temporary directory, then renamed into place, so an interrupted run leaves no half sequence; the
+manifest is written last. Same config and seed => byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mtl_perception.data.labels import class_table
+from mtl_perception.errors import UserError
+from mtl_perception.sim import layout
+from mtl_perception.sim.rig import StereoRig
+
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """What `mtl-perception generate` renders (stored in the manifest)."""
+
+    width: int = 512
+    height: int = 256
+    hfov_deg: float = 90.0
+    baseline: float = 0.3
+    camera_height: float = 1.5
+    pitch_deg: float = 3.0
+    seed: int = 0
+    sequences: dict[str, int] = field(default_factory=lambda: {"train": 40, "val": 6, "test": 8})
+    frames: dict[str, int] = field(default_factory=lambda: {"train": 40, "val": 20, "test": 20})
+    bag_sequences: dict[str, int] = field(default_factory=lambda: {"train": 0, "val": 0, "test": 1})
+    rate_hz: float = layout.RATE_HZ
+    speed_range: tuple[float, float] = (6.0, 12.0)  # ego speed, m/s
+    density: float = 1.0  # scales the number of roadside objects and actors
+    camera_effects: bool = True
+
+    def rig(self) -> StereoRig:
+        """The stereo rig; raises UserError on an unusable geometry."""
+        try:
+            return StereoRig(
+                width=self.width,
+                height=self.height,
+                hfov_deg=self.hfov_deg,
+                baseline=self.baseline,
+                mount_height=self.camera_height,
+                pitch_deg=self.pitch_deg,
+            )
+        except ValueError as exc:
+            raise UserError(f"bad camera rig: {exc}") from exc
+
+    def validate(self) -> None:
+        """Raise UserError for any value that cannot produce a dataset."""
+        self.rig()
+        for name in ("sequences", "frames", "bag_sequences"):
+            counts = getattr(self, name)
+            unknown = sorted(set(counts) - set(layout.SPLITS))
+            if unknown:
+                raise UserError(f"unknown split(s) {unknown} in {name}; choose from {list(layout.SPLITS)}")
+            if any(not isinstance(v, int) or v < 0 for v in counts.values()):
+                raise UserError(f"{name} must be non-negative integers, got {counts}")
+        if any(self.frames.get(s, 0) < 1 for s, n in self.sequences.items() if n > 0):
+            raise UserError(f"every split with sequences needs at least 1 frame, got frames={self.frames}")
+        if not self.density > 0:
+            raise UserError(f"density must be positive, got {self.density}")
+
+
+@dataclass(frozen=True)
+class SequenceJob:
+    config: GeneratorConfig
+    split: str
+    index: int
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return layout.sequence_name(self.split, self.index)
+
+    @property
+    def seed(self) -> int:
+        return layout.sequence_seed(self.config.seed, self.split, self.index)
+
+    @property
+    def frames(self) -> int:
+        return self.config.frames[self.split]
+
+    @property
+    def write_bag(self) -> bool:
+        return self.index < self.config.bag_sequences.get(self.split, 0)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), image, PNG_PARAMS):
+        raise OSError(f"could not write {path}")
+
+
+def _kitti_png(values: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float64) * scale), 0, 65535).astype(np.uint16)
+
+
+def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
+    """Render one sequence into ``<root>/<split>/<name>`` (atomically); returns its manifest entry.
+
+    ``progress`` is an optional queue receiving 1 per finished frame.
+    """
+    import pybullet as p  # heavy; only in the worker
+
+    from mtl_perception.sim.camera import CameraEffects, Lighting, render_stereo
+    from mtl_perception.sim.ego import drive
+    from mtl_perception.sim.road import random_road
+    from mtl_perception.sim.world import build_world
+
+    config, rig = job.config, job.config.rig()
+    final = layout.sequence_dir(job.root, job.split, job.name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job.name}-", dir=final.parent))
+    client = p.connect(p.DIRECT)
+    try:
+        rng = np.random.default_rng(job.seed)
+        speed = float(rng.uniform(*config.speed_range))
+        travel = job.frames * speed / config.rate_hz
+        road = random_road(rng, length=travel + 160.0)
+        world = build_world(client, road, rng, tmp / "textures", density=config.density)
+        lighting = Lighting.random(rng)
+        states = drive(road, np.random.default_rng([job.seed, 1]), job.frames, config.rate_hz, speed)
+        effects = CameraEffects()
+        for kind in layout.FRAME_DIRS:
+            (tmp / kind).mkdir()
+        rows = []
+        for frame, state in enumerate(states):
+            world.set_time(frame / config.rate_hz)
+            view = render_stereo(world, rig, state.xy, state.yaw, lighting)
+            left, right = view.left, view.right
+            if config.camera_effects:
+                frame_rng = np.random.default_rng([job.seed, 2, frame])
+                exposure, noise = effects.frame_exposure(frame_rng)
+                left = effects.apply(left, exposure, noise, frame_rng)
+                right = effects.apply(right, exposure, noise, frame_rng)
+            stem = f"{layout.frame_stem(frame)}.png"
+            _write_png(tmp / layout.LEFT_DIR / stem, left)
+            _write_png(tmp / layout.RIGHT_DIR / stem, right)
+            _write_png(tmp / layout.DISPARITY_DIR / stem, _kitti_png(view.disparity, layout.DISPARITY_SCALE))
+            _write_png(tmp / layout.DEPTH_DIR / stem, _kitti_png(view.depth, layout.DEPTH_SCALE))
+            _write_png(tmp / layout.SEMANTIC_DIR / stem, view.semantic)
+            rows.append((frame, layout.frame_stamp_ns(frame, config.rate_hz), f"{state.steering:.6f}"))
+            if progress is not None:
+                progress.put(1)
+        with (tmp / layout.STEERING_NAME).open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(layout.STEERING_HEADER)
+            writer.writerows(rows)
+        calib = {
+            "left": rig.camera_info("left"),
+            "right": rig.camera_info("right"),
+            "baseline": rig.baseline,
+            "fx": rig.fx,
+            "rate_hz": config.rate_hz,
+            "width": rig.width,
+            "height": rig.height,
+        }
+        (tmp / layout.CALIB_NAME).write_text(json.dumps(calib, indent=2) + "\n")
+        shutil.rmtree(tmp / "textures")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        p.disconnect(client)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if job.write_bag:
+        write_sequence_bag(job.root, job.split, job.name, layout.bag_dir(job.root, job.name))
+    return {"split": job.split, "seed": job.seed, "frames": job.frames}
+
+
+def write_sequence_bag(root: Path, split: str, sequence: str, bag_path: Path, storage: str = "mcap") -> Path:
+    """Convert one written sequence to a rosbag2 (inputs + ground truth topics), atomically."""
+    from mtl_perception.replay.rosbag_io import BagWriter, write_stereo_frame
+
+    calib = json.loads(layout.calib_path(root, split, sequence).read_text())
+    with layout.steering_path(root, split, sequence).open() as f:
+        rows = list(csv.DictReader(f))
+    bag_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{sequence}-", dir=bag_path.parent))
+    try:
+        with BagWriter(tmp / "bag", storage) as writer:
+            for row in rows:
+                frame = int(row["frame"])
+
+                def read(kind: str, frame: int = frame) -> np.ndarray:
+                    return cv2.imread(
+                        str(layout.frame_path(root, split, sequence, kind, frame)), cv2.IMREAD_UNCHANGED
+                    )
+
+                write_stereo_frame(
+                    writer,
+                    int(row["stamp_ns"]),
+                    left=cv2.cvtColor(read(layout.LEFT_DIR), cv2.COLOR_BGR2RGB),
+                    right=cv2.cvtColor(read(layout.RIGHT_DIR), cv2.COLOR_BGR2RGB),
+                    left_info=calib["left"],
+                    right_info=calib["right"],
+                    semantic=read(layout.SEMANTIC_DIR),
+                    disparity=read(layout.DISPARITY_DIR).astype(np.float32) / layout.DISPARITY_SCALE,
+                    depth=read(layout.DEPTH_DIR).astype(np.float32) / layout.DEPTH_SCALE,
+                    steering=float(row["steering_rad"]),
+                )
+        if bag_path.exists():
+            shutil.rmtree(bag_path)
+        (tmp / "bag").rename(bag_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return bag_path
+
+
+def prepare_output(root: Path, overwrite: bool) -> None:
+    """Check ``root`` is writable and free (or ours to overwrite); raise UserError otherwise.
+
+    Creates nothing if it fails.
+    """
+    root = Path(root)
+    existing = root if root.exists() else next((a for a in root.parents if a.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output directory {root} is not writable; choose a directory you can write to")
+    if root.exists() and any(root.iterdir()):
+        ours = layout.manifest_path(root).is_file()
+        if not overwrite:
+            raise UserError(
+                f"output directory {root} is not empty; pass --overwrite to replace a dataset there"
+            )
+        if not ours:
+            raise UserError(
+                f"{root} is not empty and holds no {layout.MANIFEST_NAME}; refusing to overwrite it"
+            )
+
+
+def _clear_dataset(root: Path) -> None:
+    layout.manifest_path(root).unlink(missing_ok=True)
+    for name in (*layout.SPLITS, layout.BAGS_DIR):
+        shutil.rmtree(root / name, ignore_errors=True)
+
+
+def _worker(args: tuple[SequenceJob, Any]) -> tuple[str, dict[str, Any]]:
+    job, queue = args
+    return job.name, render_sequence(job, queue)
+
+
+def generate_dataset(
+    config: GeneratorConfig, root: Path, workers: int = 1, overwrite: bool = False
+) -> dict[str, Any]:
+    """Render every sequence of ``config`` into ``root`` and write the manifest; returns it.
+
+    Adds ``stats`` (frames, seconds, frames_per_minute) to the returned dict (not the file).
+    """
+    from tqdm import tqdm
+
+    config.validate()
+    root = Path(root)
+    prepare_output(root, overwrite)
+    jobs = [
+        SequenceJob(config, split, index, root)
+        for split in layout.SPLITS
+        for index in range(config.sequences.get(split, 0))
+    ]
+    if not jobs:
+        raise UserError("nothing to generate: every split has 0 sequences")
+    root.mkdir(parents=True, exist_ok=True)
+    _clear_dataset(root)
+    total = sum(job.frames for job in jobs)
+    entries: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    with tqdm(total=total, unit="frame", desc="rendering") as bar:
+        if workers <= 1:
+            for job in jobs:
+                entries[job.name] = render_sequence(job, _BarQueue(bar))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Manager() as manager, ctx.Pool(min(workers, len(jobs))) as pool:
+                queue = manager.Queue()
+                pending = pool.map_async(_worker, [(job, queue) for job in jobs])
+                while not pending.ready() or not queue.empty():
+                    while not queue.empty():
+                        bar.update(queue.get())
+                    pending.wait(0.2)
+                entries.update(pending.get())
+    seconds = time.perf_counter() - start
+    manifest = {
+        "format": layout.FORMAT,
+        "version": layout.VERSION,
+        "classes": class_table(),
+        "config": _plain(dataclasses.asdict(config)),
+        "splits": {split: [j.name for j in jobs if j.split == split] for split in layout.SPLITS},
+        "sequences": {job.name: entries[job.name] for job in jobs},
+    }
+    layout.manifest_path(root).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest["stats"] = {
+        "frames": total,
+        "seconds": seconds,
+        "frames_per_minute": total / seconds * 60.0 if seconds > 0 else math.inf,
+    }
+    return manifest
+
+
+class _BarQueue:
+    """Queue-like adapter so in-process rendering updates the bar the same way workers do."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def put(self, n: int) -> None:
+        self.bar.update(n)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
