@@ -177,3 +177,69 @@ def test_normalized_entropy_spans_zero_to_one():
     certain[:, 2] = 50.0
     assert normalized_entropy(certain, 4).item() == pytest.approx(0.0, abs=1e-6)
     assert normalized_entropy(torch.zeros(1, 4, 2, 2), 4).allclose(torch.ones(1, 2, 2))
+
+
+@pytest.mark.parametrize(
+    ("tasks", "inputs", "keys", "deploy_outputs"),
+    [
+        (
+            ("semantic", "disparity"),
+            ("left", "right"),
+            {"semantic_logits", "coarse_semantic_logits", "disparity", "disparity_log_scale", "embedding"},
+            ("semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding"),
+        ),
+        (
+            ("semantic",),
+            ("left",),
+            {"semantic_logits", "coarse_semantic_logits", "embedding"},
+            ("semantic", "semantic_uncertainty", "embedding"),
+        ),
+        (
+            ("disparity",),
+            ("left", "right"),
+            {"disparity", "disparity_log_scale"},
+            ("disparity", "disparity_uncertainty"),
+        ),
+    ],
+)
+def test_task_switch_builds_each_task_set_with_its_outputs(tasks, inputs, keys, deploy_outputs):
+    torch.manual_seed(0)
+    config = tiny_stereo_config(tasks=tasks)
+    model = build_model(config).train()
+    out = model(*random_images(len(inputs)))
+    assert set(out) == keys
+    sum(v.float().mean() for v in out.values()).backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not unused, f"{tasks}: parameters without gradient: {unused}"
+    deploy = DeployModel(model)
+    assert deploy.input_names == inputs
+    assert deploy.output_names == deploy_outputs
+    with torch.no_grad():
+        outputs = deploy(*random_images(len(inputs), batch=1))
+    assert len(outputs) == len(deploy_outputs)
+
+
+def test_single_task_configs_turn_links_off_and_drop_the_other_heads():
+    semantic_only = tiny_stereo_config(tasks=("semantic",))
+    disparity_only = tiny_stereo_config(tasks=["disparity"])
+    for config in (semantic_only, disparity_only):
+        assert not config.link_seg_to_disparity and not config.link_attention
+    assert tiny_stereo_config(tasks=("disparity", "semantic")).tasks == ("semantic", "disparity")
+    module_names = {name.split(".")[0] for name, _ in build_model(disparity_only).named_parameters()}
+    assert not {"seg_decoder", "refined_head", "embedding", "attention"} & module_names
+    module_names = {name.split(".")[0] for name, _ in build_model(semantic_only).named_parameters()}
+    assert not {"matching_decoder", "aggregation", "refine", "attention"} & module_names
+    with pytest.raises(ConfigError, match="tasks"):
+        model_config_from_dict({"tasks": ["semantic", "optical_flow"]})
+    with pytest.raises(ConfigError, match="tasks"):
+        model_config_from_dict({"tasks": []})
+
+
+def test_semantic_outputs_do_not_depend_on_the_right_view_without_links():
+    torch.manual_seed(0)
+    model = build_model(tiny_stereo_config(link_seg_to_disparity=False, link_attention=False)).eval()
+    left, right, other = random_images(3)
+    with torch.no_grad():
+        first, second = model(left, right), model(left, other)
+    torch.testing.assert_close(first["semantic_logits"], second["semantic_logits"])
+    assert not torch.allclose(first["disparity"], second["disparity"])

@@ -92,3 +92,31 @@ def test_mismatched_or_unreadable_weights_fail_loudly(tmp_path):
         Backbone(pretrained=True, pretrained_path=str(tmp_path / "missing.pth"))
     with pytest.raises(UserError, match="timm"):
         Backbone("no_such_net", pretrained=False)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_shallow_forward_then_extend_equals_the_full_pyramid(name):
+    torch.manual_seed(0)
+    backbone = Backbone(name, pretrained=False).eval()
+    image = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        full = backbone(image)
+        shallow = backbone(image, levels=2)
+        extended = backbone.extend(shallow)
+    assert len(shallow) == 2
+    assert len(extended) == len(full) == 4
+    for want, got in zip(full, extended, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_max_levels_drops_the_deep_stages_after_loading_weights():
+    full = Backbone(pretrained=True).eval()
+    shallow = Backbone(pretrained=True, max_levels=3).eval()
+    assert sum(p.numel() for p in shallow.parameters()) < sum(p.numel() for p in full.parameters())
+    image = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        features = shallow(image)
+        expected = full(image, levels=3)
+    assert len(features) == 3
+    for want, got in zip(expected, features, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -17,7 +17,8 @@ def _export(deploy: DeployModel, path, dynamic_size: bool = False) -> None:
     image_axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     dynamic_axes = {name: image_axes for name in deploy.input_names}
     dynamic_axes.update({name: axes for name in deploy.output_names if name != "embedding"})
-    dynamic_axes["embedding"] = {0: "batch"}
+    if "embedding" in deploy.output_names:
+        dynamic_axes["embedding"] = {0: "batch"}
     torch.onnx.export(
         deploy,
         deploy.example_inputs(),
@@ -44,10 +45,19 @@ def _assert_onnx_matches_torch(session: ort.InferenceSession, deploy: DeployMode
             np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-3, err_msg=name)
 
 
-@pytest.mark.parametrize("make_config", [tiny_stereo_config, tiny_mono_config])
-def test_onnx_export_matches_torch_at_two_sizes(make_config, tmp_path):
+@pytest.mark.parametrize(
+    "config",
+    [
+        tiny_stereo_config(),
+        tiny_stereo_config(tasks=("semantic",)),
+        tiny_stereo_config(tasks=("disparity",)),
+        tiny_mono_config(),
+    ],
+    ids=["stereo", "semantic_only", "disparity_only", "mono"],
+)
+def test_onnx_export_matches_torch_at_two_sizes(config, tmp_path):
     torch.manual_seed(0)
-    deploy = DeployModel(build_model(make_config()).eval())
+    deploy = DeployModel(build_model(config).eval())
     path = tmp_path / "model.onnx"
     _export(deploy, path, dynamic_size=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -124,32 +124,26 @@ def benchmark_size(args: argparse.Namespace, size: tuple[int, int], tmp: Path) -
 def compare_single_task(
     config: Any, multitask_onnx: Path, pairs: list[StereoPair], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """ONNX Runtime inference time: one multi-task model vs segmentation-only + disparity-only."""
-    from mtl_perception import __version__
+    """ONNX Runtime inference time: one multi-task model vs segmentation-only + disparity-only.
+
+    The baselines are the same network built with ``tasks`` cut to one task (random weights:
+    only their speed is compared).
+    """
+    import dataclasses
+
     from mtl_perception.export.onnx_export import simplify_if_equivalent, write_onnx
     from mtl_perception.export.parity import ParityTolerance, frame_feeds
-    from mtl_perception.export.single_task import DisparityOnly, SegmentationOnly
+    from mtl_perception.networks import DeployModel, build_model
     from mtl_perception.runtime.benchmark import LatencyStats, time_calls
-    from mtl_perception.runtime.model_info import ModelInfo
     from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from mtl_perception.runtime.torch_backend import describe_deploy_model
 
-    height, width = config.input_size
     backends = {"multitask": OnnxRuntimeBackend(multitask_onnx, threads=args.threads)}
-    for label, module in (
-        ("segmentation_only", SegmentationOnly(config)),
-        ("disparity_only", DisparityOnly(config)),
-    ):
-        info = ModelInfo(
-            mode="stereo" if len(module.input_names) == 2 else "mono",
-            inputs={n: (1, 3, height, width) for n in module.input_names},
-            outputs=module.output_names,
-            version=__version__,
-            embedding_dim=int(config.embedding_dim),
-            input_size=(height, width),
-            max_disparity=float(config.max_disparity),
-            extra={"baseline": label},
-        )
-        path = write_onnx(module, info, multitask_onnx.with_name(f"{label}.onnx"))
+    for label, tasks in (("segmentation_only", ("semantic",)), ("disparity_only", ("disparity",))):
+        task_config = dataclasses.replace(config, tasks=tasks)
+        deploy = DeployModel(build_model(task_config))
+        info = dataclasses.replace(describe_deploy_model(deploy, task_config), extra={"baseline": label})
+        path = write_onnx(deploy, info, multitask_onnx.with_name(f"{label}.onnx"))
         simplify_if_equivalent(path, info, frame_feeds(pairs[:1], info), ParityTolerance())
         backends[label] = OnnxRuntimeBackend(path, threads=args.threads)
     feeds = {label: frame_feeds(pairs, backend.info) for label, backend in backends.items()}

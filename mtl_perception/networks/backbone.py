@@ -7,6 +7,9 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models import FeatureDictNet
+from timm.models.efficientnet import EfficientNetFeatures
+from timm.models.mobilenetv3 import MobileNetV3Features
 from torch import nn
 
 from mtl_perception.errors import UserError
@@ -82,14 +85,42 @@ def load_weights_by_position(module: nn.Module, source: Mapping[str, torch.Tenso
     module.load_state_dict(map_state_dict_by_position(source, module.state_dict(), source_name), strict=True)
 
 
+def sequential_steps(body: nn.Module) -> tuple[list[str], list[int]]:
+    """``body``'s submodule names in call order and, per feature it returns, the step that emits it.
+
+    Running a prefix of these steps computes the shallow features without the deep stages, and
+    running the rest from the last emitted feature continues exactly where the prefix stopped: a
+    static slice of the module list, so it traces to ONNX like the full body. Supports timm's two
+    ``features_only`` wrappers for CNNs: EfficientNet/MobileNet features and FeatureListNet.
+    """
+    if isinstance(body, FeatureDictNet):
+        names = list(body.keys())
+        return names, [i for i, name in enumerate(names) if name in body.return_layers]
+    if isinstance(body, EfficientNetFeatures | MobileNetV3Features):
+        steps = ["conv_stem", "bn1", *(f"blocks.{i}" for i in range(len(body.blocks)))]
+        # _stage_out_idx counts the stem output as 0 and block stage i as i + 1.
+        return steps, [1 + index for index in sorted(body._stage_out_idx)]
+    raise UserError(
+        f"backbone {type(body).__name__} is not a sequential timm feature extractor; "
+        "use an EfficientNet, MobileNet or ResNet-style backbone"
+    )
+
+
 class Backbone(nn.Module):
     """A timm CNN as a feature pyramid: RGB 0..1 in, features at strides 4, 8, 16 and 32 out.
 
     Normalisation is part of the module (and so of the exported graph) so callers never repeat it.
+    ``forward(image, levels)`` stops after the first ``levels`` pyramid levels and ``extend``
+    continues from them, so a stereo net can run the right view only through the stages it needs.
+    ``max_levels`` < 4 drops the deeper stages altogether (no dead parameters for DDP to trip on).
     """
 
     def __init__(
-        self, name: str = DEFAULT_BACKBONE, pretrained: bool = True, pretrained_path: str | None = None
+        self,
+        name: str = DEFAULT_BACKBONE,
+        pretrained: bool = True,
+        pretrained_path: str | None = None,
+        max_levels: int = len(FEATURE_REDUCTIONS),
     ):
         super().__init__()
         try:
@@ -104,12 +135,19 @@ class Backbone(nn.Module):
         self.level_indices = [reductions.index(r) for r in FEATURE_REDUCTIONS]
         channels = self.body.feature_info.channels()
         self.channels: list[int] = [channels[i] for i in self.level_indices]
+        step_names, emit_steps = sequential_steps(self.body)
+        self.level_steps = [emit_steps[i] for i in self.level_indices][:max_levels]
 
         mean, std = self._normalisation(name, pretrained_path)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         if pretrained:
             self._load_pretrained(name, pretrained_path)
+        # Loading needs the whole body (weights map by position); cut the unused stages after.
+        for step_name in step_names[self.level_steps[-1] + 1 :]:
+            self.body.set_submodule(step_name, nn.Identity())
+        # Plain list: the modules stay registered once, under ``body``.
+        self.steps = [self.body.get_submodule(step_name) for step_name in step_names]
 
     @staticmethod
     def _normalisation(name: str, pretrained_path: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -132,7 +170,21 @@ class Backbone(nn.Module):
             path = Path(pretrained_path)
         load_weights_by_position(self.body, read_state_dict(path), str(path))
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Nx3xHxW RGB in 0..1 -> [1/4, 1/8, 1/16, 1/32] feature maps."""
-        features = self.body((image - self.mean) / self.std)
-        return [features[i] for i in self.level_indices]
+    def forward(self, image: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
+        """Nx3xHxW RGB in 0..1 -> the first ``levels`` (default: all kept) of the 1/4 .. 1/32 maps."""
+        return self._run((image - self.mean) / self.std, 0, levels or len(self.level_steps))
+
+    def extend(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Continue a shallower ``forward`` result (its first k levels) to every kept level."""
+        start = self.level_steps[len(features) - 1] + 1
+        deeper = self._run(features[-1], start, len(self.level_steps), first_level=len(features))
+        return [*features, *deeper]
+
+    def _run(self, x: torch.Tensor, start: int, levels: int, first_level: int = 0) -> list[torch.Tensor]:
+        """Apply steps from ``start`` until pyramid level ``levels - 1`` is emitted."""
+        features = []
+        for index in range(start, self.level_steps[levels - 1] + 1):
+            x = self.steps[index](x)
+            if index in self.level_steps[first_level:levels]:
+                features.append(x)
+        return features

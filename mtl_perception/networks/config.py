@@ -15,6 +15,9 @@ INPUT_MULTIPLE = 32
 MIN_INPUT_SIZE = 64
 # The disparity cost volume is built on 1/4-resolution features.
 COST_VOLUME_STRIDE = 4
+# Disparity refinement runs at 1/2 resolution, then is upsampled to the input size.
+REFINE_STRIDE = 2
+STEREO_TASKS = ("semantic", "disparity")
 
 
 @dataclass
@@ -32,9 +35,13 @@ class StereoNetConfig:
     uncertainty_distribution: str = "laplace"
     decoder_channels: int = 64  # segmentation decoder width
     matching_channels: int = 32  # features correlated in the cost volume
-    aggregation_channels: int = 64  # cost-volume aggregation width
-    refine_channels: int = 16  # full-resolution disparity refinement width
+    aggregation_channels: int = 48  # cost-volume aggregation width
+    refine_channels: int = 16  # 1/2-resolution disparity refinement width
+    attention_channels: int = 16  # bottleneck of the seg/disparity attention gates
     max_disparity: int = 96  # input pixels; a multiple of 4 (the cost volume stride)
+    # ("semantic",) or ("disparity",) build the single-task baselines from the same code.
+    tasks: tuple[str, ...] = STEREO_TASKS
+    # Cross-task links need both tasks; a single-task config turns them off.
     link_seg_to_disparity: bool = True  # coarse-seg features feed the disparity aggregation
     link_attention: bool = True  # refined seg gated by attention over seg + disparity features
 
@@ -42,6 +49,13 @@ class StereoNetConfig:
         _check_common(self)
         if self.mode != "stereo":
             raise ValueError(f"mode must be 'stereo' for StereoNetConfig, got {self.mode!r}")
+        tasks = tuple(self.tasks)
+        if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(STEREO_TASKS):
+            raise ValueError(f"tasks must be a non-empty subset of {list(STEREO_TASKS)}, got {list(tasks)}")
+        # Canonical order, so equal task sets give equal configs (and checkpoints compare equal).
+        self.tasks = tuple(task for task in STEREO_TASKS if task in tasks)
+        if len(self.tasks) < len(STEREO_TASKS):
+            self.link_seg_to_disparity = self.link_attention = False
         if self.max_disparity <= 0 or self.max_disparity % COST_VOLUME_STRIDE:
             raise ValueError(
                 f"max_disparity must be a positive multiple of {COST_VOLUME_STRIDE}, got {self.max_disparity}"

@@ -14,6 +14,21 @@ STEREO_OUTPUTS = ("semantic", "semantic_uncertainty", "disparity", "disparity_un
 MONO_OUTPUTS = ("semantic", "semantic_uncertainty", "depth", "depth_uncertainty", "embedding")
 
 
+def deploy_signature(config: ModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of the exported graph: the contract's, less any task not built.
+
+    A semantic-only stereo net reads the left view alone; a disparity-only one has no semantic
+    outputs and no embedding (it never runs the 1/32 stage the embedding pools).
+    """
+    if not isinstance(config, StereoNetConfig):
+        return MONO_INPUTS, MONO_OUTPUTS
+    inputs = STEREO_INPUTS if "disparity" in config.tasks else STEREO_INPUTS[:1]
+    dropped = set() if "semantic" in config.tasks else {"semantic", "semantic_uncertainty", "embedding"}
+    if "disparity" not in config.tasks:
+        dropped |= {"disparity", "disparity_uncertainty"}
+    return inputs, tuple(name for name in STEREO_OUTPUTS if name not in dropped)
+
+
 class DeployModel(nn.Module):
     """Wraps a training network; forward(*inputs) returns a tuple ordered as ``output_names``.
 
@@ -28,25 +43,27 @@ class DeployModel(nn.Module):
         self.model = model
         self.config: ModelConfig = model.config
         self.stereo = isinstance(self.config, StereoNetConfig)
-        self.input_names: tuple[str, ...] = STEREO_INPUTS if self.stereo else MONO_INPUTS
-        self.output_names: tuple[str, ...] = STEREO_OUTPUTS if self.stereo else MONO_OUTPUTS
+        self.input_names, self.output_names = deploy_signature(self.config)
         # Inference only: a wrapper left in train mode would make torch.onnx.export restore train
         # mode on the wrapped net afterwards, silently switching BatchNorm to batch statistics.
         self.eval()
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(left, right) or (image), Nx3xHxW RGB 0..1 -> outputs (each NxHxW, embedding NxD)."""
+        """(left, right), (left) or (image), Nx3xHxW RGB 0..1 -> outputs (each NxHxW, embedding NxD)."""
         out = self.model(*inputs)
-        logits = out["semantic_logits"]
-        geometry = "disparity" if self.stereo else "depth"
-        std = log_scale_to_std(out[f"{geometry}_log_scale"], self.config.uncertainty_distribution)
-        return (
-            logits.argmax(dim=1).to(torch.int32),
-            normalized_entropy(logits, self.config.num_classes),
-            out[geometry].squeeze(1),
-            std.squeeze(1),
-            out["embedding"],
-        )
+        results = {}
+        if "semantic_logits" in out:
+            logits = out["semantic_logits"]
+            results["semantic"] = logits.argmax(dim=1).to(torch.int32)
+            results["semantic_uncertainty"] = normalized_entropy(logits, self.config.num_classes)
+        for geometry in ("disparity", "depth"):
+            if geometry in out:
+                std = log_scale_to_std(out[f"{geometry}_log_scale"], self.config.uncertainty_distribution)
+                results[geometry] = out[geometry].squeeze(1)
+                results[f"{geometry}_uncertainty"] = std.squeeze(1)
+        if "embedding" in out:
+            results["embedding"] = out["embedding"]
+        return tuple(results[name] for name in self.output_names)
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Zero inputs at the configured input size, for tracing and export."""

@@ -1,4 +1,4 @@
-"""Shared building blocks (conv-bn-relu, FPN decoder, upsampling, uncertainty maths) and the steering head."""
+"""Shared blocks (dense/separable conv-bn-relu, FPN decoder, upsampling, uncertainty maths), steering head."""
 
 from __future__ import annotations
 
@@ -16,6 +16,22 @@ class ConvBNReLU(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SeparableConvBNReLU(nn.Sequential):
+    """Depthwise 3x3 then pointwise 1x1 convolution, batch norm, ReLU.
+
+    About 1/8 of a dense 3x3's FLOPs at 64 channels: the decoders run at 1/4 input resolution,
+    where dense 3x3 convolutions would cost more than the backbone.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
@@ -42,7 +58,7 @@ class FPNDecoder(nn.Module):
     def __init__(self, in_channels: Sequence[int], channels: int):
         super().__init__()
         self.laterals = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.smooth = ConvBNReLU(channels, channels)
+        self.smooth = SeparableConvBNReLU(channels, channels)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Fine-to-coarse feature list -> fused map at the finest level."""

@@ -7,7 +7,7 @@ from torch import nn
 
 from mtl_perception.networks.backbone import Backbone
 from mtl_perception.networks.config import MonoNetConfig
-from mtl_perception.networks.heads import ConvBNReLU, FPNDecoder, global_embedding, upsample
+from mtl_perception.networks.heads import FPNDecoder, SeparableConvBNReLU, global_embedding, upsample
 
 DECODER_STRIDE = 4  # both decoders predict at 1/4 and upsample to the input size
 
@@ -21,10 +21,12 @@ class MonoMultiTaskNet(nn.Module):
         self.backbone = Backbone(config.backbone, config.pretrained, config.pretrained_path)
         channels, width = self.backbone.channels, config.decoder_channels
         self.seg_decoder = FPNDecoder(channels, width)
-        self.seg_head = nn.Sequential(ConvBNReLU(width, width), nn.Conv2d(width, config.num_classes, 1))
+        self.seg_head = nn.Sequential(
+            SeparableConvBNReLU(width, width), nn.Conv2d(width, config.num_classes, 1)
+        )
         self.depth_decoder = FPNDecoder(channels, width)
         # Two channels: inverse-depth logit and depth log scale.
-        self.depth_head = nn.Sequential(ConvBNReLU(width, width), nn.Conv2d(width, 2, 3, padding=1))
+        self.depth_head = nn.Sequential(SeparableConvBNReLU(width, width), nn.Conv2d(width, 2, 3, padding=1))
         self.embedding = nn.Linear(channels[-1], config.embedding_dim)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
