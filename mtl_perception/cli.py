@@ -19,6 +19,13 @@ def register(name: str, module: str, help_text: str) -> None:
 
 register("generate", "generate", "render a synthetic stereo driving dataset (and rosbags) with pybullet")
 register("stats", "stats", "class statistics (pixel share, frame presence) of a dataset per split")
+register("run", "run", "start the ROS 2 node (stereo|mono) from a parameter file, no ros2 launch needed")
+register("export", "export", "checkpoint -> ONNX (+ steering graph, TensorRT engine), parity-checked")
+register("benchmark", "benchmark", "speed of backends, multi-task vs single-task models and SGBM, to JSON")
+register("train", "train", "train a stereo or mono network (resumable, time-boxed, DDP via torchrun)")
+register("evaluate", "evaluate", "metrics of a checkpoint or the SGBM baseline on a split, to JSON")
+register("ablation", "ablation", "train the cross-task link variants; one table of test metrics")
+register("replay", "replay", "evaluate a model on a rosbag2: metrics.json, HTML report, CI gates")
 register("demo", "demo", "the one-command demo on the embedded defaults")
 
 

@@ -1,0 +1,39 @@
+"""`mtl-perception train`: train a stereo or mono multi-task network from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="training YAML, e.g. config/train/stereo.yaml")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest state in the output dir"
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop cleanly (with a resumable checkpoint) after this wall-clock budget",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mtl_perception.training.config import load_train_config
+    from mtl_perception.training.evaluation import format_metrics
+    from mtl_perception.training.trainer import run_training
+
+    config = load_train_config(args.config, args.overrides)
+    metrics = run_training(config, resume=args.resume, max_minutes=args.max_minutes)
+    if metrics:
+        print(format_metrics(metrics))
+    print(f"outputs in {config.train.output_dir}")
+    return 0

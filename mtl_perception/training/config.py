@@ -1,0 +1,219 @@
+"""Training configuration: one strict YAML file -> ``TrainConfig`` (unknown keys refused).
+
+``--set a.b=value`` overrides are applied to the raw mapping *before* validation, so they go through
+exactly the same checks as the file (unknown key, wrong type, bad choice).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl_perception.config import ConfigError, from_dict
+from mtl_perception.data.augment import AugmentConfig
+
+SCHEDULES = ("cosine", "poly")
+REGRESSION_LOSSES = ("l1", "smooth_l1")
+BEST_MODES = ("max", "min")
+_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synthetic"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    batch_size: int = 2
+    workers: int = 0
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.batch_size < 1 or self.workers < 0:
+            raise ValueError("batch_size must be >= 1 and workers >= 0")
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (0 switches a term off) and the per-term options."""
+
+    semantic_ce: float = 1.0
+    semantic_lovasz: float = 0.5
+    coarse_semantic_ce: float = 0.4
+    disparity: float = 1.0
+    disparity_nll: float = 0.1
+    depth: float = 1.0
+    depth_nll: float = 0.1
+    regression: str = "smooth_l1"  # disparity regression: l1 | smooth_l1
+    silog_lambda: float = 0.85  # scale-invariant log loss: 1 = fully scale invariant
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.regression not in REGRESSION_LOSSES:
+            raise ValueError(f"regression must be one of {REGRESSION_LOSSES}, got {self.regression!r}")
+        if not 0.0 <= self.silog_lambda <= 1.0:
+            raise ValueError("silog_lambda must be in [0, 1]")
+
+    def weights(self) -> dict[str, float]:
+        """Term name -> weight, for every term ``MultiTaskLoss`` can produce."""
+        names = (
+            "semantic_ce",
+            "semantic_lovasz",
+            "coarse_semantic_ce",
+            "disparity",
+            "disparity_nll",
+            "depth",
+            "depth_nll",
+        )
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # AdamW peak learning rate
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100  # linear warm-up from lr/warmup_steps to lr
+    schedule: str = "cosine"  # decay after warm-up: cosine | poly
+    poly_power: float = 0.9
+    min_lr_ratio: float = 0.01  # final lr = lr * min_lr_ratio
+    grad_clip: float = 5.0  # max global grad norm; 0 disables
+    backbone_lr_ratio: float = 1.0  # lr multiplier for parameters named "backbone.*" (pretrained)
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+            raise ValueError("lr must be > 0, warmup_steps and grad_clip >= 0")
+
+
+@dataclass
+class RunConfig:
+    max_steps: int = 2000  # optimiser steps (the schedule's length); epochs, if set, caps it too
+    epochs: int | None = None
+    eval_every: int = 250  # steps between validations (and best.pt updates)
+    eval_batches: int | None = None  # cap validation batches (None = whole split)
+    log_every: int = 10
+    image_every: int = 250  # steps between TensorBoard image panels
+    seed: int = 0
+    amp: bool = True  # float16 autocast + GradScaler, used on CUDA only
+    output_dir: str = "runs/stereo"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.max_steps < 1 or self.eval_every < 1 or self.log_every < 1 or self.image_every < 1:
+            raise ValueError("max_steps, eval_every, log_every and image_every must be >= 1")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError("epochs must be >= 1 or null")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 100  # resumable training state
+    keep_last: int = 3
+    best_metric: str = "score"  # a key of the validation metrics; "score" = mIoU - D1 (stereo) / - AbsRel
+    best_mode: str = "max"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.best_mode not in BEST_MODES:
+            raise ValueError(f"best_mode must be one of {BEST_MODES}")
+        if self.every_steps < 1 or self.keep_last < 1:
+            raise ValueError("every_steps and keep_last must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # networks' config, see model_config_from_dict
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def check_types(config: Any) -> None:
+    """Raise ``ValueError`` where a scalar field of dataclass ``config`` has the wrong type.
+
+    ``from_dict`` refuses unknown keys but passes values through; each section calls this first
+    in ``__post_init__`` so ``lr: "fast"`` is named as such, not as a failed comparison.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        allowed = _scalar_types(hints[f.name])
+        # bool is an int subclass: refuse `max_steps: true`.
+        wrong_bool = isinstance(value, bool) and bool not in allowed
+        if allowed and (wrong_bool or not isinstance(value, allowed)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if _is_float_text(value) else ""
+            raise ValueError(f"{f.name}: expected {names}, got {value!r}{hint}")
+
+
+def _scalar_types(hint: Any) -> tuple[type, ...]:
+    """The runtime types a scalar hint accepts (empty = not a scalar, not checked here)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    out: list[type] = []
+    for arg in args:
+        if arg is type(None):
+            out.append(type(None))
+        elif arg in (bool, int, float, str):
+            out.append(arg)
+    if float in out and int not in out:
+        out.append(int)  # an int is a fine float (PEP 484 numeric tower)
+    return tuple(out)
+
+
+def _is_float_text(value: Any) -> bool:
+    return isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(value.strip()) is not None
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. optim.lr=3e-4")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    # YAML 1.1 (PyYAML) reads "3e-4" as a string; on the command line it plainly means a number.
+    return key.strip().split("."), float(value) if _is_float_text(value) else value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted ``key=value`` pairs (values parsed as YAML) in a copy of the raw config mapping."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = _parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {key!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def train_config_from_dict(data: dict[str, Any] | None, where: str = "config") -> TrainConfig:
+    """Validate a raw mapping into a ``TrainConfig`` (strict keys, scalar types, choices)."""
+    return from_dict(TrainConfig, data, where=where)
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a training YAML, apply ``--set`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config not found: {path}; see config/train/*.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return train_config_from_dict(apply_overrides(data, overrides or []), where=path.name)

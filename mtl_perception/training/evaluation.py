@@ -1,0 +1,224 @@
+"""Evaluate a model (or the OpenCV SGBM baseline) on a split with ``MultiTaskMetrics``.
+
+Models are evaluated through the networks' ``DeployModel``: the exact post-processing the exported
+graph runs (class ids, uncertainty maps), so these numbers match what the runtime publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mtl_perception.training.metrics import MultiTaskMetrics
+
+# Fraction of valid ground-truth pixels for which SGBM returned a disparity (reported, not a metric).
+SGBM_DENSITY_KEY = "sgbm_density"
+
+
+def model_inputs(batch: dict[str, Any], stereo: bool, device: torch.device) -> tuple[Tensor, ...]:
+    """The network's positional inputs from a sample batch: (left, right) or (image,)."""
+    left = batch["left"].to(device, non_blocking=True)
+    if not stereo:
+        return (left,)
+    return left, batch["right"].to(device, non_blocking=True)
+
+
+def add_depth_from_disparity(outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
+    """Stereo: metric depth z = fx·B/d and its first-order uncertainty σ_z = z²/(fx·B)·σ_d."""
+    disparity = outputs["disparity"]  # NxHxW, as DeployModel returns it
+    focal_baseline = (batch["fx"] * batch["baseline"]).view(-1, 1, 1).to(disparity)
+    depth = focal_baseline / disparity.clamp_min(1e-3)
+    outputs["depth"] = torch.where(disparity > 0, depth, torch.zeros_like(depth))
+    if "disparity_uncertainty" in outputs:
+        outputs["depth_uncertainty"] = depth.square() / focal_baseline * outputs["disparity_uncertainty"]
+
+
+@torch.inference_mode()
+def evaluate_model(
+    model: nn.Module,
+    stereo: bool,
+    batches: Iterable[dict[str, Any]],
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics of ``model`` (a training network, unwrapped) over the given sample batches."""
+    from mtl_perception.networks import DeployModel
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    deploy = DeployModel(model).eval()
+    metrics = MultiTaskMetrics(stereo=stereo)
+    try:
+        for batch in tqdm(islice(batches, max_batches), desc="evaluate", disable=not progress, leave=False):
+            values = deploy(*model_inputs(batch, stereo, device))
+            outputs = dict(zip(deploy.output_names, values, strict=True))
+            if stereo:
+                add_depth_from_disparity(outputs, batch)
+            metrics.update_frame({k: v.float().cpu() for k, v in outputs.items()}, batch)
+    finally:
+        model.train(was_training)
+    return metrics.compute()
+
+
+def sgbm_matcher(max_disparity: float, block_size: int = 5) -> cv2.StereoSGBM:
+    """StereoSGBM tuned for ~512x256 driving images (3-way, smoothness P1/P2 per OpenCV's guide)."""
+    num_disparities = int(np.ceil(max_disparity / 16.0) * 16)
+    channels = 3
+    return cv2.StereoSGBM_create(
+        minDisparity=0,
+        numDisparities=num_disparities,
+        blockSize=block_size,
+        P1=8 * channels * block_size**2,
+        P2=32 * channels * block_size**2,
+        disp12MaxDiff=1,
+        uniquenessRatio=10,
+        speckleWindowSize=100,
+        speckleRange=2,
+        preFilterCap=63,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+    )
+
+
+def sgbm_disparity(matcher: cv2.StereoSGBM, left: Tensor, right: Tensor) -> np.ndarray:
+    """HxW float32 disparity in pixels for one 3xHxW (0..1 RGB) pair; 0 where SGBM found none."""
+
+    def to_uint8(image: Tensor) -> np.ndarray:
+        return np.ascontiguousarray((image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
+
+    raw = matcher.compute(to_uint8(left), to_uint8(right)).astype(np.float32) / 16.0  # fixed point 4 bits
+    return np.where(raw > 0, raw, 0.0).astype(np.float32)
+
+
+def evaluate_sgbm(
+    batches: Iterable[dict[str, Any]], max_disparity: float, max_batches: int | None = None
+) -> dict[str, Any]:
+    """Disparity (and derived depth) metrics of OpenCV SGBM on the same samples.
+
+    Pixels where SGBM gives no disparity keep 0 and so count as errors in EPE/D1 (no hole
+    filling); ``sgbm_density`` reports the share of valid ground-truth pixels SGBM covered.
+    """
+    matcher = sgbm_matcher(max_disparity)
+    metrics = MultiTaskMetrics(stereo=True)
+    covered = total = 0
+    for batch in tqdm(islice(batches, max_batches), desc="sgbm", leave=False):
+        disparity = torch.from_numpy(
+            np.stack(
+                [
+                    sgbm_disparity(matcher, lt, rt)
+                    for lt, rt in zip(batch["left"], batch["right"], strict=True)
+                ]
+            )
+        )
+        outputs = {"disparity": disparity}
+        add_depth_from_disparity(outputs, batch)
+        metrics.update_frame(outputs, batch)
+        valid = (batch["disparity"] > 0) & batch["has_depth"].view(-1, 1, 1)
+        covered += int((disparity > 0)[valid].sum())
+        total += int(valid.sum())
+    result = metrics.compute()
+    result[SGBM_DENSITY_KEY] = covered / total if total else float("nan")
+    return result
+
+
+def flat_scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Scalar metrics only (per-class IoU flattened as ``iou/<class>``; curves left out)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = float(value)
+        elif key == "iou":
+            out.update({f"{prefix}iou/{name}": v for name, v in value.items()})
+    return out
+
+
+# Columns of the summary tables, in print order; absent metrics are left out.
+SUMMARY_KEYS = (
+    "miou",
+    "pixel_accuracy",
+    "epe",
+    "d1_all",
+    "abs_rel",
+    "rmse",
+    "delta1",
+    "seg_ece",
+    "seg_ause",
+    "disparity_ause",
+    "depth_ause",
+    "score",
+    SGBM_DENSITY_KEY,
+)
+
+
+def _cell(value: float) -> str:
+    return "-" if value != value else f"{value:.4f}"  # NaN != NaN
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """Markdown: summary metrics, then per-class IoU (fractions, not percent)."""
+    scalars = flat_scalars(metrics)
+    lines = ["| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {_cell(scalars[key])} |" for key in SUMMARY_KEYS if key in scalars]
+    lines += [f"| IoU {key[4:]} | {_cell(v)} |" for key, v in scalars.items() if key.startswith("iou/")]
+    if "pooling" in metrics:
+        lines.append(f"\n({metrics['pooling']})")
+    return "\n".join(lines)
+
+
+def format_comparison(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table, one row per named result, one column per summary metric any of them has."""
+    flat = {name: flat_scalars(m) for name, m in results.items()}
+    keys = [k for k in SUMMARY_KEYS if any(k in f and f[k] == f[k] for f in flat.values())]
+    lines = ["| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, scalars in flat.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(scalars.get(k, float("nan"))) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def split_loader(
+    kind: str, root: str, split: str, size: tuple[int, int], batch_size: int = 1, workers: int = 0
+) -> DataLoader:
+    """Samples of a split resized to the model input ``size`` = (H, W), in order, unaugmented."""
+    from mtl_perception.data.datasets import build_dataset
+
+    dataset = build_dataset(kind, root, split, eval_size=size)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    root: str,
+    split: str,
+    kind: str | None = None,
+    batch_size: int = 1,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
+    """Load a networks checkpoint and evaluate it on a split at its input size.
+
+    ``kind`` defaults to the dataset layout the checkpoint was trained on (else ``synthetic``).
+    """
+    from mtl_perception.networks import load_checkpoint
+
+    model, config, meta = load_checkpoint(checkpoint)
+    kind = kind or str(meta.get("data_kind", "synthetic"))
+    loader = split_loader(kind, root, split, tuple(config.input_size), batch_size)
+    return evaluate_model(model, config.mode == "stereo", loader, max_batches)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN -> None recursively, so reports are strict JSON (NaN means "no such pixels")."""
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

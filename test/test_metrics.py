@@ -1,0 +1,125 @@
+"""Metrics against hand-computed values: pooled mIoU, D1 with its 5 % rule, EPE, depth, ECE, AUSE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.classification import BinaryCalibrationError
+
+from mtl_perception.training.metrics import (
+    DepthMetrics,
+    DisparityMetrics,
+    ExpectedCalibrationError,
+    MultiTaskMetrics,
+    SegmentationMetrics,
+    ause,
+    sparsification_curves,
+)
+
+
+def test_miou_pools_pixels_over_frames() -> None:
+    metrics = SegmentationMetrics(num_classes=3, class_names=("a", "b", "c"))
+    # Frame 1: class 0 all right (4 px). Frame 2: class 1 has 1 of 2 right, 1 px predicted as 0; 255 ignored.
+    metrics.update(np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64))
+    metrics.update(np.array([[1, 0], [2, 2]]), np.array([[1, 1], [255, 255]]))
+    out = metrics.compute()
+    # Pooled: class 0 tp=4, fp=1 -> 4/5; class 1 tp=1, fn=1 -> 1/2; class 2 never in GT or pred
+    # (ignored pixels do not count as predictions) -> NaN, not averaged.
+    assert out["iou"]["a"] == pytest.approx(0.8)
+    assert out["iou"]["b"] == pytest.approx(0.5)
+    assert np.isnan(out["iou"]["c"])
+    assert out["miou"] == pytest.approx(0.65)
+    assert out["pixel_accuracy"] == pytest.approx(5 / 6)
+
+
+def test_d1_needs_both_3px_and_5_percent() -> None:
+    gt = np.array([[10.0, 100.0, 100.0, 50.0, 0.0]])
+    pred = np.array([[14.0, 104.0, 106.0, 50.5, 80.0]])
+    # 10 px off by 4: > 3 and > 0.5 -> outlier. 100 off by 4: > 3 but < 5 -> inlier. 100 off by 6 -> outlier.
+    # 50 off by 0.5 -> inlier. gt 0 is invalid and ignored.
+    metrics = DisparityMetrics()
+    metrics.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    out = metrics.compute()
+    assert out["d1_all"] == pytest.approx(2 / 4)
+    assert out["epe"] == pytest.approx((4 + 4 + 6 + 0.5) / 4)
+
+
+def test_disparity_pools_pixels_not_images() -> None:
+    metrics = DisparityMetrics()
+    metrics.update(np.array([[2.0]]), np.array([[1.0]]))  # one pixel, error 1
+    metrics.update(np.full((1, 3), 1.0), np.full((1, 3), 1.0))  # three pixels, error 0
+    assert metrics.compute()["epe"] == pytest.approx(1 / 4)  # per-image mean would be 0.5
+
+
+def test_depth_metrics_by_hand() -> None:
+    gt = np.array([[10.0, 20.0, 0.0, 100.0]])  # 0 invalid, 100 beyond max_depth 80
+    pred = np.array([[11.0, 30.0, 5.0, 100.0]])
+    metrics = DepthMetrics(max_depth=80.0)
+    metrics.update(pred, gt)
+    out = metrics.compute()
+    assert out["abs_rel"] == pytest.approx((0.1 + 0.5) / 2)
+    assert out["rmse"] == pytest.approx(np.sqrt((1 + 100) / 2))
+    assert out["delta1"] == pytest.approx(0.5)
+
+
+def test_ece_matches_torchmetrics_binning() -> None:
+    generator = torch.Generator().manual_seed(0)
+    confidence = torch.rand(500, generator=generator)
+    correct = (torch.rand(500, generator=generator) < confidence).float()
+    ece = ExpectedCalibrationError(n_bins=15)
+    ece.update(confidence[:200], correct[:200])  # streamed in two parts
+    ece.update(confidence[200:], correct[200:])
+    reference = BinaryCalibrationError(n_bins=15, norm="l1")(confidence, correct.long())
+    assert ece.compute() == pytest.approx(float(reference), abs=1e-6)
+
+
+def test_ause_of_perfect_ranking_is_zero_and_of_reversed_ranking_positive() -> None:
+    errors = torch.rand(1000, generator=torch.Generator().manual_seed(0))
+    curve, oracle = sparsification_curves(errors, errors * 7.0)  # any monotone map ranks perfectly
+    assert ause(curve, oracle) == pytest.approx(0.0, abs=1e-12)
+    assert curve[0] == pytest.approx(float(errors.mean()))
+    assert np.all(np.diff(oracle) <= 1e-12)  # oracle removal never increases the mean error
+    reversed_curve, _ = sparsification_curves(errors, -errors)
+    assert ause(reversed_curve, oracle) > 0.2
+
+
+def test_multitask_update_frame_from_numpy_skips_unlabelled_frames() -> None:
+    metrics = MultiTaskMetrics(stereo=True)
+    height, width = 4, 5
+    gt_disparity = np.full((height, width), 10.0, np.float32)
+    outputs = {
+        "semantic": np.zeros((height, width), np.int32),
+        "semantic_uncertainty": np.full((height, width), 0.1, np.float32),
+        "disparity": gt_disparity + 1.0,
+        "disparity_uncertainty": np.ones((height, width), np.float32),
+    }
+    metrics.update_frame(
+        outputs,
+        {
+            "semantic": np.zeros((height, width), np.int64),
+            "disparity": gt_disparity,
+            "depth": np.zeros((height, width)),
+            "has_semantic": True,
+            "has_depth": True,
+        },
+    )
+    # An unlabelled frame with terrible predictions must change nothing.
+    bad = dict(outputs, semantic=np.ones((height, width), np.int32), disparity=gt_disparity + 50.0)
+    metrics.update_frame(
+        bad,
+        {
+            "semantic": np.zeros((height, width), np.int64),
+            "disparity": gt_disparity,
+            "depth": np.zeros((height, width)),
+            "has_semantic": False,
+            "has_depth": False,
+        },
+    )
+    out = metrics.compute()
+    assert out["miou"] == pytest.approx(1.0)
+    assert out["epe"] == pytest.approx(1.0)
+    assert out["d1_all"] == pytest.approx(0.0)
+    assert out["seg_ece"] == pytest.approx(0.1)  # confidence 0.9, accuracy 1
+    assert out["score"] == pytest.approx(1.0)
+    assert "pooled" in out["pooling"]

@@ -1,0 +1,184 @@
+"""Trainer: strict config, loss goes down, exact resume, 2-process gloo DDP, evaluate's JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from fixtures_data import make_synthetic
+from fixtures_training import ShiftedStereoDataset, tiny_model_dict, tiny_train_config
+
+from mtl_perception.cli import main
+from mtl_perception.config import ConfigError
+from mtl_perception.training.config import load_train_config, train_config_from_dict
+from mtl_perception.training.state import latest_state
+from mtl_perception.training.trainer import BEST_NAME, FINAL_NAME, Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_config_refuses_unknown_key_and_wrong_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        train_config_from_dict({"optim": {"learning_rate": 1e-3}})
+    with pytest.raises(ConfigError, match="optim: lr: expected float"):
+        train_config_from_dict({"optim": {"lr": "fast"}})
+    path = tmp_path / "t.yaml"
+    path.write_text("train:\n  max_steps: 5\n")
+    assert load_train_config(path, ["optim.lr=3e-4"]).optim.lr == pytest.approx(3e-4)
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_train_config(path, ["train.max_step=4"])
+    with pytest.raises(ConfigError, match="max_steps"):
+        load_train_config(path, ["train.max_steps=true"])
+
+
+@pytest.mark.parametrize("name", ["stereo.yaml", "mono.yaml", "ablation.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    from mtl_perception.networks import model_config_from_dict
+
+    config = load_train_config(REPO / "config" / "train" / name)
+    model_config_from_dict(config.model)
+
+
+def test_three_steps_lower_the_loss_and_write_checkpoints(tmp_path: Path) -> None:
+    config = tiny_train_config(tmp_path, max_steps=3, eval_every=3)
+    # Two fully labelled samples = one batch, so every step sees the same data.
+    data = ShiftedStereoDataset(length=2)
+    for sample in data.samples:
+        sample["has_semantic"] = sample["has_depth"] = True
+    trainer = Trainer(config, train_set=data, val_set=data)
+    metrics = trainer.train()
+    assert len(trainer.loss_history) == 3
+    assert trainer.loss_history[-1] < trainer.loss_history[0]
+    assert {"miou", "epe", "d1_all", "score"} <= set(metrics)
+    assert (tmp_path / BEST_NAME).is_file() and (tmp_path / FINAL_NAME).is_file()
+    assert latest_state(tmp_path).name == "step_00000003.pt"
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
+    data = ShiftedStereoDataset(length=8)  # 4 steps per epoch: the run crosses an epoch boundary
+    full = Trainer(tiny_train_config(tmp_path / "full", max_steps=6), train_set=data, val_set=data)
+    full.train()
+
+    cut_dir = tmp_path / "cut"
+    first = Trainer(tiny_train_config(cut_dir, max_steps=6), train_set=data, val_set=data, max_minutes=0.0)
+    first.train()  # budget already spent: stops after one step with a saved state
+    assert first.step == 1 and latest_state(cut_dir) is not None
+    resumed = Trainer(tiny_train_config(cut_dir, max_steps=6), train_set=data, val_set=data, resume=True)
+    assert resumed.step == 1
+    resumed.train()
+
+    assert first.loss_history[0] == pytest.approx(full.loss_history[0], rel=1e-6)
+    torch.testing.assert_close(torch.tensor(resumed.loss_history), torch.tensor(full.loss_history[1:]))
+    for (name, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, output_dir: str) -> None:
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": str(world_size),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+        }
+    )
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    data = ShiftedStereoDataset(length=8)
+    trainer = Trainer(tiny_train_config(Path(output_dir), max_steps=2), train_set=data, val_set=data)
+    trainer.train()
+    # Parameters only: BatchNorm running statistics stay per rank (DDP broadcasts rank 0's before
+    # each forward, and only rank 0 saves checkpoints).
+    weights = {name: p.detach() for name, p in trainer.model.named_parameters()}
+    torch.save({"weights": weights, "losses": trainer.loss_history}, Path(output_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert rank0["losses"] != rank1["losses"]  # each rank trained on its own shard
+    for name, value in rank0["weights"].items():
+        torch.testing.assert_close(value, rank1["weights"][name], msg=name)
+    initial = dict(
+        Trainer(
+            tiny_train_config(tmp_path / "init"), train_set=ShiftedStereoDataset(4)
+        ).model.named_parameters()
+    )
+    assert any(not torch.equal(initial[k], v) for k, v in rank0["weights"].items())
+
+
+def test_evaluate_writes_json_for_checkpoint_and_sgbm(tmp_path: Path) -> None:
+    from mtl_perception.networks import build_model, model_config_from_dict, save_checkpoint
+
+    make_synthetic(tmp_path / "data", frames={"test": 2})
+    config = model_config_from_dict(tiny_model_dict("stereo"))
+    save_checkpoint(tmp_path / "model.pt", build_model(config), config, data_kind="synthetic")
+    out = tmp_path / "eval.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "model.pt"),
+                "--data",
+                str(tmp_path / "data"),
+                "--split",
+                "test",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads(out.read_text())["metrics"]
+    for key in (
+        "miou",
+        "pixel_accuracy",
+        "epe",
+        "d1_all",
+        "abs_rel",
+        "seg_ece",
+        "seg_ause",
+        "disparity_ause",
+    ):
+        assert isinstance(metrics[key], float), key
+    assert set(metrics["iou"]) >= {"road", "car"}
+    assert len(metrics["disparity_sparsification"]["curve"]) == 20
+
+    assert (
+        main(
+            [
+                "evaluate",
+                "--baseline",
+                "sgbm",
+                "--data",
+                str(tmp_path / "data"),
+                "--split",
+                "test",
+                "--size",
+                "64",
+                "128",
+                "--max-disparity",
+                "32",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    sgbm = json.loads(out.read_text())["metrics"]
+    assert sgbm["epe"] > 0 and 0 <= sgbm["d1_all"] <= 1 and 0 <= sgbm["sgbm_density"] <= 1
+    assert sgbm["miou"] is None  # SGBM has no segmentation
