@@ -10,12 +10,11 @@ with the same parameter file; launch arguments that are left empty keep the file
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchContext, LaunchDescription
 
 SHARE = Path(get_package_share_directory("mtl_perception"))
 MODE = "mono"
