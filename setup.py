@@ -67,7 +67,7 @@ setup(
         ],
         # Jetson / desktop GPU: replaces the CPU onnxruntime wheel and adds the TensorRT builder.
         "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10", "cuda-python>=12.6"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "colcon-common-extensions>=0.3"],
     },
     tests_require=["pytest"],
     zip_safe=True,
