@@ -23,10 +23,11 @@ register("run", "run", "start the ROS 2 node (stereo|mono) from a parameter file
 register("export", "export", "checkpoint -> ONNX (+ steering graph, TensorRT engine), parity-checked")
 register("benchmark", "benchmark", "speed of backends, multi-task vs single-task models and SGBM, to JSON")
 register("train", "train", "train a stereo or mono network (resumable, time-boxed, DDP via torchrun)")
-register("evaluate", "evaluate", "metrics of a checkpoint or the SGBM baseline on a split, to JSON")
+register("evaluate", "evaluate", "metrics of a checkpoint, ONNX model or SGBM baseline on a split, to JSON")
 register("ablation", "ablation", "train the cross-task link variants; one table of test metrics")
 register("replay", "replay", "evaluate a model on a rosbag2: metrics.json, HTML report, CI gates")
 register("demo", "demo", "the one-command demo on the embedded defaults")
+register("quantize", "quantize", "exported ONNX -> INT8 ONNX (static QDQ) calibrated on real frames")
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,12 @@ log = logging.getLogger("mtl_perception.benchmark")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="trained stereo checkpoint (default: random weights)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="time this exported .onnx file (FP32 or INT8) at its own input size, instead of the "
+        "--checkpoint / --sizes sweep",
+    )
     parser.add_argument("--data", type=Path, help="synthetic dataset root for frames (default: procedural)")
     parser.add_argument("--sizes", nargs="+", default=["256x512"], help="model input sizes HxW")
     parser.add_argument(
@@ -49,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     import torch
 
+    if args.model and args.checkpoint:
+        raise UserError("give --model (an exported file) or --checkpoint, not both")
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
     sizes = [parse_size(s) for s in args.sizes]
@@ -60,17 +68,49 @@ def run(args: argparse.Namespace) -> int:
             "load_average_1min": os.getloadavg()[0],
         },
         "frames": "dataset " + str(args.data) if args.data else "procedural",
-        "weights": str(args.checkpoint) if args.checkpoint else "random initialisation",
-        "sizes": {},
+        "weights": str(args.model or args.checkpoint or "random initialisation"),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for size in sizes:
-            results["sizes"][f"{size[0]}x{size[1]}"] = benchmark_size(args, size, Path(tmp))
+    if args.model:
+        results["model"] = benchmark_model(args)
+    else:
+        results["sizes"] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in sizes:
+                results["sizes"][f"{size[0]}x{size[1]}"] = benchmark_size(args, size, Path(tmp))
     print(json.dumps(results, indent=2))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0
+
+
+def benchmark_model(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline speed of one exported file (e.g. FP32 vs INT8) with each requested backend.
+
+    A backend that cannot open the file (torch needs the .pt beside it) is recorded as skipped.
+    """
+    from mtl_perception.export.frames import stereo_frames
+    from mtl_perception.runtime import BackendUnavailableError, Pipeline, create_backend, read_model_info
+    from mtl_perception.runtime.benchmark import time_pipeline
+
+    info = read_model_info(args.model)
+    pairs = stereo_frames(info.input_size, 8, args.data)
+    out: dict[str, Any] = {
+        "precision": info.extra.get("precision", "fp32"),
+        "input_size": list(info.input_size),
+        "pipeline": {},
+    }
+    for kind in args.backends:
+        try:
+            backend = create_backend(kind, args.model, threads=args.threads)
+        except BackendUnavailableError as exc:
+            log.warning("%s skipped: %s", kind, exc)
+            out["pipeline"][kind] = {"skipped": str(exc)}
+            continue
+        label = f"{kind} {args.model.name}"
+        out["pipeline"][kind] = time_pipeline(Pipeline(backend), pairs, args.frames, args.warmup, label)
+        backend.close()
+    return out
 
 
 def benchmark_size(args: argparse.Namespace, size: tuple[int, int], tmp: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`mtl-perception evaluate`: all metrics of a checkpoint (or the SGBM baseline) on a dataset split."""
+"""`mtl-perception evaluate`: all metrics of a checkpoint, an ONNX model or the SGBM baseline on a split."""
 
 from __future__ import annotations
 
@@ -11,12 +11,21 @@ from mtl_perception.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="a training checkpoint (best.pt / final.pt)")
+    parser.add_argument("--model", help="an exported model (.onnx, FP32 or INT8) run by a runtime backend")
+    parser.add_argument(
+        "--backend",
+        default="onnxruntime",
+        choices=["auto", "onnxruntime", "tensorrt", "torch"],
+        help="--model: runtime backend (default onnxruntime: the same numerics on every machine; "
+        "torch runs the .pt checkpoint beside the .onnx file)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="--model: CPU threads for the backend")
     parser.add_argument("--baseline", choices=["sgbm"], help="evaluate OpenCV StereoSGBM instead of a model")
     parser.add_argument("--data", required=True, help="dataset root, e.g. data/synthetic")
     parser.add_argument(
         "--kind",
         default=None,
-        help="dataset layout (synthetic|cityscapes|kitti2015); default: the checkpoint's",
+        help="dataset layout (synthetic|cityscapes|kitti2015); default: the checkpoint's, else synthetic",
     )
     parser.add_argument("--split", default="test")
     parser.add_argument("--json", type=Path, default=None, help="write all metrics (and curves) here")
@@ -28,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         default=[256, 512],
         metavar=("H", "W"),
-        help="SGBM baseline: image size to evaluate at (a checkpoint uses its input size)",
+        help="SGBM baseline: image size to evaluate at (a model uses its own input size)",
     )
     parser.add_argument("--max-disparity", type=float, default=96.0, help="SGBM baseline: disparity range")
 
@@ -36,19 +45,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mtl_perception.training.evaluation import (
         evaluate_checkpoint,
+        evaluate_exported,
         evaluate_sgbm,
         format_metrics,
         json_safe,
         split_loader,
     )
 
-    if (args.checkpoint is None) == (args.baseline is None):
-        raise UserError("give exactly one of --checkpoint PATH or --baseline sgbm")
+    sources = [args.checkpoint, args.model, args.baseline]
+    if sum(source is not None for source in sources) != 1:
+        raise UserError("give exactly one of --checkpoint PATH, --model MODEL.onnx or --baseline sgbm")
     if args.checkpoint is not None:
         metrics = evaluate_checkpoint(
             args.checkpoint, args.data, args.split, args.kind, args.batch_size, args.max_batches
         )
         source = str(args.checkpoint)
+    elif args.model is not None:
+        metrics = evaluate_exported(
+            args.model,
+            args.data,
+            args.split,
+            args.kind,
+            args.backend,
+            args.threads,
+            args.batch_size,
+            args.max_batches,
+        )
+        source = str(args.model)
     else:
         loader = split_loader(
             args.kind or "synthetic", args.data, args.split, tuple(args.size), args.batch_size

@@ -7,23 +7,18 @@ exactly the same checks as the file (unknown key, wrong type, bad choice).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mtl_perception.config import ConfigError, from_dict
+from mtl_perception.config import ConfigError, from_dict, is_float_text
 from mtl_perception.data.augment import AugmentConfig
 
 SCHEDULES = ("cosine", "poly")
 REGRESSION_LOSSES = ("l1", "smooth_l1")
 BEST_MODES = ("max", "min")
-_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
 
 
 @dataclass
@@ -38,7 +33,6 @@ class DataConfig:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        check_types(self)
         if self.batch_size < 1 or self.workers < 0:
             raise ValueError("batch_size must be >= 1 and workers >= 0")
 
@@ -58,7 +52,6 @@ class LossConfig:
     silog_lambda: float = 0.85  # scale-invariant log loss: 1 = fully scale invariant
 
     def __post_init__(self) -> None:
-        check_types(self)
         if self.regression not in REGRESSION_LOSSES:
             raise ValueError(f"regression must be one of {REGRESSION_LOSSES}, got {self.regression!r}")
         if not 0.0 <= self.silog_lambda <= 1.0:
@@ -90,7 +83,6 @@ class OptimConfig:
     backbone_lr_ratio: float = 1.0  # lr multiplier for parameters named "backbone.*" (pretrained)
 
     def __post_init__(self) -> None:
-        check_types(self)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
@@ -110,7 +102,6 @@ class RunConfig:
     output_dir: str = "runs/stereo"
 
     def __post_init__(self) -> None:
-        check_types(self)
         if self.max_steps < 1 or self.eval_every < 1 or self.log_every < 1 or self.image_every < 1:
             raise ValueError("max_steps, eval_every, log_every and image_every must be >= 1")
         if self.epochs is not None and self.epochs < 1:
@@ -125,7 +116,6 @@ class CheckpointConfig:
     best_mode: str = "max"
 
     def __post_init__(self) -> None:
-        check_types(self)
         if self.best_mode not in BEST_MODES:
             raise ValueError(f"best_mode must be one of {BEST_MODES}")
         if self.every_steps < 1 or self.keep_last < 1:
@@ -142,49 +132,13 @@ class TrainConfig:
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
-def check_types(config: Any) -> None:
-    """Raise ``ValueError`` where a scalar field of dataclass ``config`` has the wrong type.
-
-    ``from_dict`` refuses unknown keys but passes values through; each section calls this first
-    in ``__post_init__`` so ``lr: "fast"`` is named as such, not as a failed comparison.
-    """
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        allowed = _scalar_types(hints[f.name])
-        # bool is an int subclass: refuse `max_steps: true`.
-        wrong_bool = isinstance(value, bool) and bool not in allowed
-        if allowed and (wrong_bool or not isinstance(value, allowed)):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if _is_float_text(value) else ""
-            raise ValueError(f"{f.name}: expected {names}, got {value!r}{hint}")
-
-
-def _scalar_types(hint: Any) -> tuple[type, ...]:
-    """The runtime types a scalar hint accepts (empty = not a scalar, not checked here)."""
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    out: list[type] = []
-    for arg in args:
-        if arg is type(None):
-            out.append(type(None))
-        elif arg in (bool, int, float, str):
-            out.append(arg)
-    if float in out and int not in out:
-        out.append(int)  # an int is a fine float (PEP 484 numeric tower)
-    return tuple(out)
-
-
-def _is_float_text(value: Any) -> bool:
-    return isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(value.strip()) is not None
-
-
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key=value, e.g. optim.lr=3e-4")
     key, raw = text.split("=", 1)
     value = yaml.safe_load(raw)
     # YAML 1.1 (PyYAML) reads "3e-4" as a string; on the command line it plainly means a number.
-    return key.strip().split("."), float(value) if _is_float_text(value) else value
+    return key.strip().split("."), float(value) if is_float_text(value) else value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -203,7 +157,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def train_config_from_dict(data: dict[str, Any] | None, where: str = "config") -> TrainConfig:
-    """Validate a raw mapping into a ``TrainConfig`` (strict keys, scalar types, choices)."""
+    """Validate a raw mapping into a ``TrainConfig`` (strict keys and types, then ranges and choices)."""
     return from_dict(TrainConfig, data, where=where)
 
 

@@ -1,15 +1,16 @@
 """Evaluate a model (or the OpenCV SGBM baseline) on a split with ``MultiTaskMetrics``.
 
-Models are evaluated through the networks' ``DeployModel``: the exact post-processing the exported
-graph runs (class ids, uncertainty maps), so these numbers match what the runtime publishes.
+Checkpoints are evaluated through the networks' ``DeployModel``: the exact post-processing the
+exported graph runs (class ids, uncertainty maps). Exported models (ONNX, FP32 or INT8) go through a
+runtime ``Backend``. Both feed one loop (``evaluate_predictions``), so their numbers are comparable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -19,6 +20,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtl_perception.training.metrics import MultiTaskMetrics
+
+if TYPE_CHECKING:
+    from mtl_perception.runtime import Backend
+
+# One batch of samples -> the model's outputs by exported name (torch tensors, batch first).
+PredictFn = Callable[[dict[str, Any]], dict[str, Tensor]]
 
 # Fraction of valid ground-truth pixels for which SGBM returned a disparity (reported, not a metric).
 SGBM_DENSITY_KEY = "sgbm_density"
@@ -43,6 +50,29 @@ def add_depth_from_disparity(outputs: dict[str, Tensor], batch: dict[str, Any]) 
 
 
 @torch.inference_mode()
+def evaluate_predictions(
+    predict: PredictFn,
+    stereo: bool,
+    batches: Iterable[dict[str, Any]],
+    max_batches: int | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, Any]:
+    """Metrics of ``predict`` over the batches: the one metrics path every model kind goes through.
+
+    Stereo models get metric depth (and its uncertainty) from their disparity and the sample's
+    calibration, as the runtime pipeline publishes it.
+    """
+    metrics = MultiTaskMetrics(stereo=stereo)
+    for batch in tqdm(islice(batches, max_batches), desc=desc, disable=not progress, leave=False):
+        outputs = predict(batch)
+        if stereo:
+            add_depth_from_disparity(outputs, batch)
+        metrics.update_frame({k: v.float().cpu() for k, v in outputs.items()}, batch)
+    return metrics.compute()
+
+
+@torch.inference_mode()
 def evaluate_model(
     model: nn.Module,
     stereo: bool,
@@ -56,17 +86,50 @@ def evaluate_model(
     device = next(model.parameters()).device
     was_training = model.training
     deploy = DeployModel(model).eval()
-    metrics = MultiTaskMetrics(stereo=stereo)
+
+    def predict(batch: dict[str, Any]) -> dict[str, Tensor]:
+        values = deploy(*model_inputs(batch, stereo, device))
+        return dict(zip(deploy.output_names, values, strict=True))
+
     try:
-        for batch in tqdm(islice(batches, max_batches), desc="evaluate", disable=not progress, leave=False):
-            values = deploy(*model_inputs(batch, stereo, device))
-            outputs = dict(zip(deploy.output_names, values, strict=True))
-            if stereo:
-                add_depth_from_disparity(outputs, batch)
-            metrics.update_frame({k: v.float().cpu() for k, v in outputs.items()}, batch)
+        return evaluate_predictions(predict, stereo, batches, max_batches, progress)
     finally:
         model.train(was_training)
-    return metrics.compute()
+
+
+def backend_predictor(backend: Backend) -> PredictFn:
+    """``predict`` for a runtime backend: its static batch-1 graph is run once per sample.
+
+    Inputs are the sample's views by graph input name (``left``/``right``, or ``image`` = left for
+    mono), already at the model's input size; outputs are copied because backends reuse buffers.
+    """
+    views = dict(zip(backend.info.inputs, ("left", "right"), strict=False))
+    output_names = [name for name in backend.info.outputs if name != "embedding"]
+
+    def predict(batch: dict[str, Any]) -> dict[str, Tensor]:
+        frames: list[dict[str, np.ndarray]] = []
+        for index in range(len(batch["left"])):
+            feeds = {
+                name: batch[view][index : index + 1].numpy().astype(np.float32, copy=False)
+                for name, view in views.items()
+            }
+            outputs = backend.infer(feeds)
+            frames.append({name: np.array(outputs[name]) for name in output_names})
+        return {name: torch.from_numpy(np.concatenate([f[name] for f in frames])) for name in output_names}
+
+    return predict
+
+
+def evaluate_backend(
+    backend: Backend,
+    batches: Iterable[dict[str, Any]],
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics of a loaded runtime backend (ONNX Runtime, TensorRT, torch) over sample batches."""
+    return evaluate_predictions(
+        backend_predictor(backend), backend.info.is_stereo, batches, max_batches, progress, backend.name
+    )
 
 
 def sgbm_matcher(max_disparity: float, block_size: int = 5) -> cv2.StereoSGBM:
@@ -211,6 +274,31 @@ def evaluate_checkpoint(
     kind = kind or str(meta.get("data_kind", "synthetic"))
     loader = split_loader(kind, root, split, tuple(config.input_size), batch_size)
     return evaluate_model(model, config.mode == "stereo", loader, max_batches)
+
+
+def evaluate_exported(
+    model_path: str | Path,
+    root: str,
+    split: str,
+    kind: str | None = None,
+    backend: str = "auto",
+    threads: int | None = None,
+    batch_size: int = 1,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate an exported model file through a runtime backend on a split at its input size.
+
+    The input size and mode come from the file's metadata; ``kind`` defaults to ``synthetic``
+    (an exported file does not record its training data).
+    """
+    from mtl_perception.runtime import create_backend
+
+    runner = create_backend(backend, model_path, threads=threads)
+    try:
+        loader = split_loader(kind or "synthetic", root, split, runner.info.input_size, batch_size)
+        return evaluate_backend(runner, loader, max_batches)
+    finally:
+        runner.close()
 
 
 def json_safe(value: Any) -> Any:
