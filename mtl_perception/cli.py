@@ -26,6 +26,7 @@ register("train", "train", "train a stereo or mono network (resumable, time-boxe
 register("evaluate", "evaluate", "metrics of a checkpoint, ONNX model or SGBM baseline on a split, to JSON")
 register("ablation", "ablation", "train the cross-task link variants; one table of test metrics")
 register("replay", "replay", "evaluate a model on a rosbag2: metrics.json, HTML report, CI gates")
+register("info", "info", "parameters, FLOPs, config and training meta of a checkpoint")
 register("demo", "demo", "the one-command demo on the embedded defaults")
 register("quantize", "quantize", "exported ONNX -> INT8 ONNX (static QDQ) calibrated on real frames")
 

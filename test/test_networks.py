@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from fixtures_networks import random_images, tiny_mono_config, tiny_stereo_config
@@ -243,3 +245,23 @@ def test_semantic_outputs_do_not_depend_on_the_right_view_without_links():
         first, second = model(left, right), model(left, other)
     torch.testing.assert_close(first["semantic_logits"], second["semantic_logits"])
     assert not torch.allclose(first["disparity"], second["disparity"])
+
+
+def test_info_reports_parameters_and_flops_of_a_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    from mtl_perception.cli import main
+    from mtl_perception.networks import build_model, save_checkpoint
+    from mtl_perception.networks.cost import model_cost
+
+    config = tiny_stereo_config()
+    model = build_model(config)
+    save_checkpoint(tmp_path / "m.pt", model, config, step=7)
+    assert main(["info", str(tmp_path / "m.pt"), "--json", str(tmp_path / "info.json")]) == 0
+    report = json.loads((tmp_path / "info.json").read_text())
+    assert report["parameters"] == sum(p.numel() for p in model.parameters())
+    assert report["meta"]["step"] == 7
+    # FLOPs grow with the input area: a 2x wider input costs about twice as much.
+    wide = build_model(tiny_stereo_config(input_size=(64, 256)))
+    ratio = model_cost(wide).flops / (report["gflops"] * 1e9)
+    assert 1.8 < ratio < 2.2
