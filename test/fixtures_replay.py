@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_networks import tiny_stereo_config
 
 from mtl_perception.export.frames import procedural_frames
-from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head, steering_path_for
-from mtl_perception.networks import DeployModel, SteeringHead, StereoNetConfig, build_model
+from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head
+from mtl_perception.networks import DeployModel, SteeringHead, build_model
 from mtl_perception.replay import rosbag_io
+from mtl_perception.runtime.model_info import steering_path_for
 
 SIZE = (64, 128)  # model input and bag image size (H, W)
 FRAMES = 6
@@ -22,16 +24,7 @@ _ROWS = np.arange(SIZE[0], dtype=np.float32)[:, None]
 GROUND_DISPARITY = np.repeat(
     np.clip((_ROWS - 0.4 * SIZE[0]) / (0.6 * SIZE[0]), 0.0, 1.0) * (0.1 * SIZE[1]), SIZE[1], axis=1
 ).astype(np.float32)
-TINY_STEREO = StereoNetConfig(
-    pretrained=False,
-    input_size=SIZE,
-    decoder_channels=16,
-    embedding_dim=8,
-    max_disparity=16,
-    matching_channels=8,
-    aggregation_channels=16,
-    refine_channels=8,
-)
+TINY_STEREO = tiny_stereo_config(input_size=SIZE, embedding_dim=8)
 
 
 def camera_infos(width: int = SIZE[1], height: int = SIZE[0], fx: float = 64.0, baseline: float = 0.3):

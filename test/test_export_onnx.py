@@ -13,7 +13,6 @@ import torch
 from mtl_perception.cli import main
 from mtl_perception.errors import UserError
 from mtl_perception.export.frames import procedural_frames
-from mtl_perception.export.onnx_export import steering_path_for
 from mtl_perception.export.parity import ParityTolerance, check_parity, frame_feeds
 from mtl_perception.networks import MonoNetConfig, SteeringHead, StereoNetConfig, build_model, save_checkpoint
 from mtl_perception.runtime import (
@@ -23,6 +22,7 @@ from mtl_perception.runtime import (
     create_backend,
     read_model_info,
 )
+from mtl_perception.runtime.model_info import steering_path_for
 
 TINY = {
     "pretrained": False,

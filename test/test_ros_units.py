@@ -194,6 +194,14 @@ def test_launch_files_compile(name: str) -> None:
     assert "generate_launch_description" in source
 
 
+def test_launch_description_builder_compiles() -> None:
+    # Compiled, not imported: `launch` and `launch_ros` are not installable outside a ROS 2 install.
+    path = REPO / "mtl_perception" / "ros" / "launch_description.py"
+    source = path.read_text()
+    compile(source, path.name, "exec")
+    assert "def perception_launch_description(mode: str)" in source
+
+
 def test_run_command_passes_ros_arguments_through() -> None:
     parser = argparse.ArgumentParser()
     run_command.add_arguments(parser)

@@ -44,10 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head, steering_path_for
+    from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head
     from mtl_perception.export.parity import ParityTolerance
     from mtl_perception.networks import DeployModel, load_checkpoint
-    from mtl_perception.runtime.model_info import check_model_file
+    from mtl_perception.runtime.model_info import check_model_file, steering_path_for
 
     if args.opset < 17:
         raise UserError(f"--opset {args.opset}: the exported graphs need opset 17 or newer")

@@ -27,20 +27,20 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def read_uint16(path: Path) -> np.ndarray:
     """A single-channel 16-bit PNG (disparity, depth) as HxW uint16, values untouched."""
-    image = _read(path, cv2.IMREAD_UNCHANGED)
-    if image.ndim != 2 or image.dtype != np.uint16:
-        raise UserError(
-            f"{path}: expected a single-channel 16-bit PNG, got {image.dtype} with shape {image.shape}"
-        )
-    return image
+    return _read_single_channel(path, np.dtype(np.uint16))
 
 
 def read_uint8(path: Path) -> np.ndarray:
     """A single-channel 8-bit PNG (label ids) as HxW uint8, values untouched."""
+    return _read_single_channel(path, np.dtype(np.uint8))
+
+
+def _read_single_channel(path: Path, dtype: np.dtype) -> np.ndarray:
     image = _read(path, cv2.IMREAD_UNCHANGED)
-    if image.ndim != 2 or image.dtype != np.uint8:
+    if image.ndim != 2 or image.dtype != dtype:
         raise UserError(
-            f"{path}: expected a single-channel 8-bit PNG, got {image.dtype} with shape {image.shape}"
+            f"{path}: expected a single-channel {dtype.itemsize * 8}-bit PNG, "
+            f"got {image.dtype} with shape {image.shape}"
         )
     return image
 

@@ -32,12 +32,6 @@ class ExportResult:
     steering_path: Path | None = None
 
 
-def steering_path_for(onnx_path: str | Path) -> Path:
-    """``<name>.onnx`` -> ``<name>.steering.onnx``, the steering graph's place beside the model."""
-    onnx_path = Path(onnx_path)
-    return onnx_path.with_name(f"{onnx_path.stem}.steering.onnx")
-
-
 def torch_infer(module: torch.nn.Module, info: ModelInfo) -> InferFn:
     """The parity reference: ``module`` called on numpy feeds, outputs as numpy by name."""
 

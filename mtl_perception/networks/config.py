@@ -21,10 +21,10 @@ STEREO_TASKS = ("semantic", "disparity")
 
 
 @dataclass
-class StereoNetConfig:
-    """Progressive stereo multi-task network: coarse seg -> disparity -> attention-refined seg."""
+class _NetConfig:
+    """Fields and checks every network shares; ``mode`` is fixed by each subclass."""
 
-    mode: str = "stereo"
+    mode: str
     backbone: str = DEFAULT_BACKBONE
     pretrained: bool = True
     # None: the packaged EfficientNet-Lite0 ImageNet file (default backbone only).
@@ -34,6 +34,34 @@ class StereoNetConfig:
     embedding_dim: int = 128
     uncertainty_distribution: str = "laplace"
     decoder_channels: int = 64  # segmentation decoder width
+
+    def __post_init__(self) -> None:
+        mode = type(self).mode  # the subclass's default is its only valid value
+        if self.mode != mode:
+            raise ValueError(f"mode must be {mode!r} for {type(self).__name__}, got {self.mode!r}")
+        height, width = self.input_size
+        for side in (height, width):
+            if side < MIN_INPUT_SIZE or side % INPUT_MULTIPLE:
+                raise ValueError(
+                    f"input_size {list(self.input_size)}: each side must be a multiple of "
+                    f"{INPUT_MULTIPLE} and at least {MIN_INPUT_SIZE}"
+                )
+        if self.uncertainty_distribution not in UNCERTAINTY_DISTRIBUTIONS:
+            raise ValueError(
+                f"uncertainty_distribution must be one of {UNCERTAINTY_DISTRIBUTIONS}, "
+                f"got {self.uncertainty_distribution!r}"
+            )
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
+
+
+@dataclass
+class StereoNetConfig(_NetConfig):
+    """Progressive stereo multi-task network: coarse seg -> disparity -> attention-refined seg."""
+
+    mode: str = "stereo"
     matching_channels: int = 32  # features correlated in the cost volume
     aggregation_channels: int = 48  # cost-volume aggregation width
     refine_channels: int = 16  # 1/2-resolution disparity refinement width
@@ -46,9 +74,7 @@ class StereoNetConfig:
     link_attention: bool = True  # refined seg gated by attention over seg + disparity features
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        if self.mode != "stereo":
-            raise ValueError(f"mode must be 'stereo' for StereoNetConfig, got {self.mode!r}")
+        super().__post_init__()
         tasks = tuple(self.tasks)
         if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(STEREO_TASKS):
             raise ValueError(f"tasks must be a non-empty subset of {list(STEREO_TASKS)}, got {list(tasks)}")
@@ -70,49 +96,20 @@ class StereoNetConfig:
 
 
 @dataclass
-class MonoNetConfig:
+class MonoNetConfig(_NetConfig):
     """Monocular multi-task network: shared encoder, segmentation and metric depth decoders."""
 
     mode: str = "mono"
-    backbone: str = DEFAULT_BACKBONE
-    pretrained: bool = True
-    pretrained_path: str | None = None
-    num_classes: int = NUM_CLASSES
-    input_size: tuple[int, int] = (256, 512)
-    embedding_dim: int = 128
-    uncertainty_distribution: str = "laplace"
-    decoder_channels: int = 64
     min_depth: float = 0.5  # meters
     max_depth: float = 80.0
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        if self.mode != "mono":
-            raise ValueError(f"mode must be 'mono' for MonoNetConfig, got {self.mode!r}")
+        super().__post_init__()
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
 
 
 ModelConfig = StereoNetConfig | MonoNetConfig
-
-
-def _check_common(config: ModelConfig) -> None:
-    height, width = config.input_size
-    for side in (height, width):
-        if side < MIN_INPUT_SIZE or side % INPUT_MULTIPLE:
-            raise ValueError(
-                f"input_size {list(config.input_size)}: each side must be a multiple of "
-                f"{INPUT_MULTIPLE} and at least {MIN_INPUT_SIZE}"
-            )
-    if config.uncertainty_distribution not in UNCERTAINTY_DISTRIBUTIONS:
-        raise ValueError(
-            f"uncertainty_distribution must be one of {UNCERTAINTY_DISTRIBUTIONS}, "
-            f"got {config.uncertainty_distribution!r}"
-        )
-    if config.num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {config.num_classes}")
-    if config.embedding_dim < 1:
-        raise ValueError(f"embedding_dim must be positive, got {config.embedding_dim}")
 
 
 def model_config_from_dict(data: dict[str, Any] | None, where: str = "model") -> ModelConfig:

@@ -53,6 +53,7 @@ from mtl_perception.ros.resources import default_model_path
 from mtl_perception.ros.sync import StampedPair, StereoSynchronizer
 from mtl_perception.ros.visualization import steering_marker, steering_message
 from mtl_perception.runtime import Backend, CameraModel, InputError, Pipeline, PipelineResult, create_backend
+from mtl_perception.runtime.model_info import steering_path_for
 
 NODE_NAME = "mtl_perception"
 OUTPUT_DEPTH = 5  # keep-last depth of every publisher and subscription
@@ -111,11 +112,6 @@ class _Frame:
 
 def _stamp_ns(header: Header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
-def steering_graph_path(model_path: Path) -> Path:
-    """``<name>.steering.onnx`` next to the perception model (exported together)."""
-    return model_path.with_name(model_path.stem + ".steering.onnx")
 
 
 class PerceptionNode(Node):
@@ -198,7 +194,7 @@ class PerceptionNode(Node):
                 f"{model_path} is a {backend.info.mode} model but the node's mode is {params.mode}; "
                 f"set mode to auto or {backend.info.mode}, or point model_file_path at a {params.mode} model"
             )
-        steering_path = steering_graph_path(model_path)
+        steering_path = steering_path_for(model_path)
         steering = None
         if steering_path.is_file():
             # The steering graph is ONNX only; the torch backend has no checkpoint for it.

@@ -12,6 +12,12 @@ PERCEPTION_MODES = ("stereo", "mono")
 STEERING_MODE = "steering"
 
 
+def steering_path_for(model_path: str | Path) -> Path:
+    """``<name>.onnx`` (or ``.pt``) -> ``<name>.steering.onnx``: the steering graph exported beside it."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.steering.onnx")
+
+
 class ModelFileError(UserError):
     """A model file is missing, corrupt or lacks the metadata the runtime needs."""
 

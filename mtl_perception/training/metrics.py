@@ -15,6 +15,7 @@ entry for the runtime's numpy output dicts (keys as in DESIGN.md: ``semantic``,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,15 @@ def _batched(x: ArrayLike) -> Tensor:
     if t.dim() == 4:
         t = t[:, 0]
     return t.unsqueeze(0) if t.dim() == 2 else t
+
+
+def _per_image_float64(
+    pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """(prediction, ground truth, uncertainty or None) of each image of a batch, as float64."""
+    pred, target = _batched(pred).double(), _batched(target).double()
+    unc = _batched(uncertainty).double() if uncertainty is not None else [None] * len(pred)
+    yield from zip(pred, target, unc, strict=True)
 
 
 def sparsification_curves(errors: Tensor, uncertainty: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -192,9 +202,7 @@ class DisparityMetrics:
 
     def update(self, pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None = None) -> None:
         """Add predicted and ground-truth disparity (pixels; HxW or NxHxW; gt 0 = invalid)."""
-        pred, target = _batched(pred).double(), _batched(target).double()
-        unc = _batched(uncertainty).double() if uncertainty is not None else [None] * len(pred)
-        for p, t, u in zip(pred, target, unc, strict=True):
+        for p, t, u in _per_image_float64(pred, target, uncertainty):
             valid = (t > 0) & torch.isfinite(t)
             error = (p[valid] - t[valid]).abs()
             error = torch.where(torch.isfinite(error), error, torch.full_like(error, 1e6))
@@ -231,9 +239,7 @@ class DepthMetrics:
 
     def update(self, pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None = None) -> None:
         """Add predicted and ground-truth depth (meters; HxW or NxHxW; gt 0 = invalid)."""
-        pred, target = _batched(pred).double(), _batched(target).double()
-        unc = _batched(uncertainty).double() if uncertainty is not None else [None] * len(pred)
-        for p, t, u in zip(pred, target, unc, strict=True):
+        for p, t, u in _per_image_float64(pred, target, uncertainty):
             valid = (t > 0) & (t <= self.max_depth)
             # Predictions are capped to (0, max_depth] as in the KITTI/Eigen protocol (a tiny
             # disparity would otherwise dominate RMSE); NaN counts as far off, not skipped.

@@ -1,0 +1,85 @@
+"""The launch description behind launch/stereo.launch.py and launch/mono.launch.py.
+
+Imported only by those launch files: ``launch``, ``launch_ros`` and ``ament_index_python`` come with a
+ROS 2 install and cannot be pip-installed, so nothing else in the package (or its tests) imports this.
+The node is started through `mtl-perception run <mode>`, the same entry point as without launch, with
+the same parameter file; launch arguments that are left empty keep the file's values.
+"""
+
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "mtl_perception"
+# mode -> input topics the node subscribes to, as (launch argument, node's topic name, description);
+# the argument's default is the node's own (relative) name, so leaving it unset remaps nothing.
+INPUT_TOPICS = {
+    "stereo": (
+        ("left_image", "left/image_rect", "rectified left image topic"),
+        ("right_image", "right/image_rect", "rectified right image topic"),
+        ("left_camera_info", "left/camera_info", "left camera_info topic"),
+        ("right_camera_info", "right/camera_info", "right camera_info topic"),
+    ),
+    "mono": (
+        ("image", "image_rect", "rectified image topic"),
+        ("camera_info", "camera_info", "camera_info topic"),
+    ),
+}
+# The rviz config shows this topic; it is remapped to the mode's (first, left) image.
+RVIZ_IMAGE_TOPIC = "left/image_rect"
+
+
+def launch_arguments(mode: str, share: Path) -> dict[str, tuple[str, str]]:
+    """Launch argument -> (default, description) for ``mode`` ("stereo" or "mono")."""
+    if mode not in INPUT_TOPICS:
+        raise ValueError(f"mode must be one of {sorted(INPUT_TOPICS)}, got {mode!r}")
+    return {
+        "namespace": ("", "namespace of the node and its relative topics"),
+        "params_file": (str(share / "config" / f"{mode}.yaml"), "ROS 2 parameter file"),
+        "model_file_path": ("", "exported model (.onnx); empty = the parameter file's value"),
+        "backend": ("", "auto | tensorrt | onnxruntime | torch; empty = the parameter file's value"),
+        **{argument: (topic, description) for argument, topic, description in INPUT_TOPICS[mode]},
+        "use_rviz": ("false", "start rviz2 with the package's display config"),
+    }
+
+
+def perception_launch_description(mode: str) -> LaunchDescription:
+    """Launch arguments, the ``mode`` perception node and (optionally) rviz2."""
+    share = Path(get_package_share_directory(PACKAGE))
+    arguments = launch_arguments(mode, share)
+
+    def nodes(context: LaunchContext) -> list[Node]:
+        value = {name: LaunchConfiguration(name).perform(context) for name in arguments}
+        overrides = {name: value[name] for name in ("model_file_path", "backend") if value[name]}
+        perception = Node(
+            package=PACKAGE,
+            executable="mtl-perception",
+            name=PACKAGE,
+            namespace=value["namespace"],
+            arguments=["run", mode, "--params-file", value["params_file"]],
+            parameters=[overrides] if overrides else [],
+            remappings=[(topic, value[argument]) for argument, topic, _ in INPUT_TOPICS[mode]],
+            output="screen",
+        )
+        first_image = INPUT_TOPICS[mode][0][0]
+        rviz = Node(
+            package="rviz2",
+            executable="rviz2",
+            namespace=value["namespace"],
+            arguments=["-d", str(share / "config" / "mtl_perception.rviz")],
+            remappings=[(RVIZ_IMAGE_TOPIC, value[first_image])],
+            condition=IfCondition(value["use_rviz"]),
+            output="screen",
+        )
+        return [perception, rviz]
+
+    declared = [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, (default, description) in arguments.items()
+    ]
+    return LaunchDescription([*declared, OpaqueFunction(function=nodes)])
