@@ -18,7 +18,7 @@ from mtl_perception.networks import (
     build_model,
     model_config_from_dict,
 )
-from mtl_perception.networks.heads import normalized_entropy
+from mtl_perception.networks.heads import normalized_entropy, upsample
 from mtl_perception.networks.stereo import correlation_cost_volume, soft_argmin
 
 
@@ -152,6 +152,54 @@ def test_cost_volume_peaks_at_the_shift_between_views(shift):
     assert cost.shape == (1, 10, 6, 40)
     peak = cost[..., shift:].argmax(dim=1)  # columns left of `shift` have no match in the right view
     assert (peak == shift).all()
+
+
+def test_cost_volume_equals_the_shift_and_mean_definition():
+    generator = torch.Generator().manual_seed(0)
+    left, right = torch.randn(2, 2, 5, 3, 24, generator=generator)
+    num_disparities = 7
+    expected = torch.zeros(2, num_disparities, 3, 24)
+    for d in range(num_disparities):  # the docstring's formula, zero where x - d < 0
+        expected[:, d, :, d:] = (left[..., d:] * right[..., : 24 - d]).mean(dim=1)
+    torch.testing.assert_close(correlation_cost_volume(left, right, num_disparities), expected)
+
+
+@pytest.mark.parametrize(
+    ("make_config", "inputs"),
+    [(tiny_stereo_config, 2), (lambda: tiny_stereo_config(tasks=("semantic",)), 1), (tiny_mono_config, 1)],
+    ids=["stereo", "semantic_only", "mono"],
+)
+def test_native_semantic_logits_are_the_quarter_resolution_source_of_the_full_ones(make_config, inputs):
+    torch.manual_seed(0)
+    config = make_config()
+    model = build_model(config).eval()
+    images = random_images(inputs)
+    with torch.no_grad():
+        full = model(*images)
+        native = model(*images, upsample_semantic_logits=False)
+    stride = model.SEMANTIC_LOGITS_STRIDE
+    h, w = config.input_size
+    assert native["semantic_logits"].shape == (2, config.num_classes, h // stride, w // stride)
+    torch.testing.assert_close(upsample(native["semantic_logits"], stride), full["semantic_logits"])
+    for key in full.keys() - {"semantic_logits"}:
+        torch.testing.assert_close(native[key], full[key])
+
+
+@pytest.mark.parametrize("make_config", [tiny_stereo_config, tiny_mono_config])
+def test_deploy_takes_class_ids_at_full_resolution_and_entropy_at_native_resolution(make_config):
+    torch.manual_seed(0)
+    config = make_config()
+    model = build_model(config).eval()
+    deploy = DeployModel(model)
+    images = random_images(len(deploy.input_names))
+    with torch.no_grad():
+        outputs = dict(zip(deploy.output_names, deploy(*images), strict=True))
+        native = model(*images, upsample_semantic_logits=False)["semantic_logits"]
+    stride = model.SEMANTIC_LOGITS_STRIDE
+    full = upsample(native, stride)
+    torch.testing.assert_close(outputs["semantic"], full.argmax(dim=1).to(torch.int32))
+    entropy = normalized_entropy(native, config.num_classes).unsqueeze(1)
+    torch.testing.assert_close(outputs["semantic_uncertainty"], upsample(entropy, stride).squeeze(1))
 
 
 def test_soft_argmin_returns_the_expected_candidate():

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mtl_perception.networks.config import ModelConfig, StereoNetConfig
-from mtl_perception.networks.heads import log_scale_to_std, normalized_entropy
+from mtl_perception.networks.heads import log_scale_to_std, normalized_entropy, upsample
 
 STEREO_INPUTS = ("left", "right")
 MONO_INPUTS = ("image",)
@@ -36,6 +36,14 @@ class DeployModel(nn.Module):
     engine output, so the graph casts once here and every backend sees the same dtype.
     ``*_uncertainty`` are standard deviations in output units (pixels or meters); for Laplace
     that is sqrt(2) * b. ``semantic_uncertainty`` is the normalised entropy (0..1).
+
+    The wrapped net is asked for its semantic logits at their native resolution (1/4): the class
+    ids come from the logits upsampled to the input size (full-resolution boundaries), while the
+    entropy is taken at 1/4 and the entropy map upsampled. The logits are themselves a bilinear x4
+    upsample, so full-resolution entropy cost 16x the LogSoftmax work (the graph's largest cost
+    after the convolutions). The maps differ near class boundaries only: there entropy of the
+    interpolated logits peaks on a thin line between two confident 1/4-res pixels, which the
+    upsampled 1/4-res entropy does not draw.
     """
 
     def __init__(self, model: nn.Module):
@@ -50,12 +58,13 @@ class DeployModel(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(left, right), (left) or (image), Nx3xHxW RGB 0..1 -> outputs (each NxHxW, embedding NxD)."""
-        out = self.model(*inputs)
+        out = self.model(*inputs, upsample_semantic_logits=False)
         results = {}
         if "semantic_logits" in out:
-            logits = out["semantic_logits"]
-            results["semantic"] = logits.argmax(dim=1).to(torch.int32)
-            results["semantic_uncertainty"] = normalized_entropy(logits, self.config.num_classes)
+            logits, stride = out["semantic_logits"], self.model.SEMANTIC_LOGITS_STRIDE
+            results["semantic"] = upsample(logits, stride).argmax(dim=1).to(torch.int32)
+            entropy = normalized_entropy(logits, self.config.num_classes)
+            results["semantic_uncertainty"] = upsample(entropy.unsqueeze(1), stride).squeeze(1)
         for geometry in ("disparity", "depth"):
             if geometry in out:
                 std = log_scale_to_std(out[f"{geometry}_log_scale"], self.config.uncertainty_distribution)

@@ -13,7 +13,13 @@ DECODER_STRIDE = 4  # both decoders predict at 1/4 and upsample to the input siz
 
 
 class MonoMultiTaskNet(nn.Module):
-    """Image -> semantic logits, depth (meters) with log scale, frame embedding."""
+    """Image -> semantic logits, depth (meters) with log scale, frame embedding.
+
+    ``semantic_logits`` are predicted at 1/``SEMANTIC_LOGITS_STRIDE`` and upsampled to the input
+    size unless ``forward(..., upsample_semantic_logits=False)``.
+    """
+
+    SEMANTIC_LOGITS_STRIDE = DECODER_STRIDE
 
     def __init__(self, config: MonoNetConfig):
         super().__init__()
@@ -29,10 +35,18 @@ class MonoMultiTaskNet(nn.Module):
         self.depth_head = nn.Sequential(SeparableConvBNReLU(width, width), nn.Conv2d(width, 2, 3, padding=1))
         self.embedding = nn.Linear(channels[-1], config.embedding_dim)
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Nx3xHxW RGB 0..1 -> dict of training outputs (see DESIGN.md, networks contract)."""
+    def forward(
+        self, image: torch.Tensor, *, upsample_semantic_logits: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Nx3xHxW RGB 0..1 -> dict of training outputs (see DESIGN.md, networks contract).
+
+        ``upsample_semantic_logits=False`` leaves ``semantic_logits`` at their native 1/4 resolution
+        (for ``DeployModel``, which takes per-pixel maps such as the entropy there).
+        """
         features = self.backbone(image)
-        semantic_logits = upsample(self.seg_head(self.seg_decoder(features)), DECODER_STRIDE)
+        semantic_logits = self.seg_head(self.seg_decoder(features))
+        if upsample_semantic_logits:
+            semantic_logits = upsample(semantic_logits, self.SEMANTIC_LOGITS_STRIDE)
         depth_out = upsample(self.depth_head(self.depth_decoder(features)), DECODER_STRIDE)
         # Sigmoid-scaled inverse depth keeps depth inside [min_depth, max_depth] and spends the
         # output range on near objects, where metric precision matters.

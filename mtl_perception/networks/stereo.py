@@ -7,7 +7,7 @@ keeps the heads well below the backbone's cost. The coarse segmentation features
 disparity aggregation (``link_seg_to_disparity``) and the refined segmentation is gated by
 attention over segmentation and disparity features (``link_attention``); both links switch off for
 ablations. Everything is built from ops that export to ONNX with static shapes: the cost volume
-uses Python-int slicing and padding, the pyramid pooling uses fixed strides, the upsampling fixed
+is one MatMul plus pads and reshapes, the pyramid pooling uses fixed strides, the upsampling fixed
 scale factors. Input H and W must be multiples of 32 (at least 64).
 """
 
@@ -37,13 +37,22 @@ def correlation_cost_volume(left: torch.Tensor, right: torch.Tensor, num_dispari
 
     ``cost[:, d, y, x] = mean_c left[:, c, y, x] * right[:, c, y, x - d]``, zero where x - d falls
     outside the image. Hand-written because correlation layers in libraries are custom CUDA ops that
-    do not export; each shift is a static slice plus a static pad, so no shape is frozen in a trace.
+    do not export. One batched MatMul correlates every pair of columns in a row (W x W per row); the
+    D diagonals wanted are then read out by padding and reshaping ("skewing"). Per shift slices and
+    channel means cost ~10x more in ONNX Runtime on CPU (D strided reductions), although the MatMul
+    does W/D times the multiply-adds. Shapes are read with ``.shape`` so a trace records them as
+    graph ops and the exported cost volume works at any input size.
     """
-    costs = [(left * right).mean(dim=1)]
-    for d in range(1, num_disparities):
-        shifted = F.pad(right[..., :-d], (d, 0))
-        costs.append((left * shifted).mean(dim=1))
-    return torch.stack(costs, dim=1)
+    channels, width = left.shape[1], left.shape[-1]
+    # rows[n, y, x, x'] = sum_c left[n, c, y, x] * right[n, c, y, x']
+    rows = torch.matmul(left.permute(0, 2, 3, 1), right.permute(0, 2, 1, 3))
+    # Left-pad each row with D-1 zeros (row length L = W + D - 1): rows[x, x - d] sits at flat index
+    # x * (L + 1) + (D - 1 - d), so rows of length L + 1 hold the D diagonals in their first D columns,
+    # last shift first; x - d < 0 lands in the zero padding.
+    padded = F.pad(rows, (num_disparities - 1, 0)).flatten(2)
+    skewed = F.pad(padded, (0, width)).unflatten(2, (width, width + num_disparities))
+    diagonals = skewed[..., :num_disparities].flip(-1)  # NxHxWxD, shift 0 first
+    return diagonals.permute(0, 3, 1, 2) / channels
 
 
 def soft_argmin(disparity_logits: torch.Tensor) -> torch.Tensor:
@@ -83,7 +92,11 @@ class StereoMultiTaskNet(nn.Module):
     ``config.tasks`` picks the heads: ("semantic",) takes the left view only (outputs
     ``semantic_logits``, ``coarse_semantic_logits``, ``embedding``); ("disparity",) takes the pair
     and outputs ``disparity`` and ``disparity_log_scale`` without the 1/32 stage at all.
+    ``semantic_logits`` are predicted at 1/``SEMANTIC_LOGITS_STRIDE`` and upsampled to the input size
+    unless ``forward(..., upsample_semantic_logits=False)``.
     """
+
+    SEMANTIC_LOGITS_STRIDE = COST_VOLUME_STRIDE  # the refined segmentation head runs at 1/4
 
     def __init__(self, config: StereoNetConfig):
         super().__init__()
@@ -143,10 +156,16 @@ class StereoMultiTaskNet(nn.Module):
                 nn.Conv2d(config.attention_channels, 2 * seg_ch, 1),
             )
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Nx3xHxW RGB 0..1 pair (left only for a semantic-only net) -> dict of training outputs."""
+    def forward(
+        self, left: torch.Tensor, right: torch.Tensor | None = None, *, upsample_semantic_logits: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Nx3xHxW RGB 0..1 pair (left only for a semantic-only net) -> dict of training outputs.
+
+        ``upsample_semantic_logits=False`` leaves ``semantic_logits`` at their native 1/4 resolution
+        (for ``DeployModel``, which takes per-pixel maps such as the entropy there).
+        """
         if not self.disparity:
-            return self._segment(self.backbone(left), None)
+            return self._segment(self.backbone(left), None, upsample_logits=upsample_semantic_logits)
         if right is None:
             raise ValueError("a disparity network needs both the left and the right view")
         batch = left.shape[0]
@@ -157,7 +176,8 @@ class StereoMultiTaskNet(nn.Module):
         left_features = self.backbone.extend([f[:batch] for f in shared])
         seg_features = self.seg_decoder(left_features[1:])
         out, disparity_features = self._disparity(left, shared, seg_features)
-        return {**out, **self._segment(left_features, disparity_features, seg_features)}
+        segment = self._segment(left_features, disparity_features, seg_features, upsample_semantic_logits)
+        return {**out, **segment}
 
     def _disparity(
         self,
@@ -201,6 +221,7 @@ class StereoMultiTaskNet(nn.Module):
         left_features: list[torch.Tensor],
         disparity_features: torch.Tensor | None,
         seg_features: torch.Tensor | None = None,
+        upsample_logits: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Coarse seg at 1/8, refined seg at 1/4 (attention-gated with disparity features when linked)."""
         if seg_features is None:
@@ -212,8 +233,9 @@ class StereoMultiTaskNet(nn.Module):
                 self.attention(torch.cat([seg, disparity_for_seg], dim=1))
             ).chunk(2, dim=1)
             seg = seg * seg_gate + disparity_for_seg * disparity_gate
+        logits = self.refined_head(seg)
         return {
-            "semantic_logits": upsample(self.refined_head(seg), COST_VOLUME_STRIDE),
+            "semantic_logits": upsample(logits, self.SEMANTIC_LOGITS_STRIDE) if upsample_logits else logits,
             "coarse_semantic_logits": self.coarse_classifier(seg_features),
             "embedding": global_embedding(left_features[-1], self.embedding),
         }
