@@ -112,10 +112,9 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path: Path) -> Non
     assert rank0["losses"] != rank1["losses"]  # each rank trained on its own shard
     for name, value in rank0["weights"].items():
         torch.testing.assert_close(value, rank1["weights"][name], msg=name)
+    data = ShiftedStereoDataset(4)
     initial = dict(
-        Trainer(
-            tiny_train_config(tmp_path / "init"), train_set=ShiftedStereoDataset(4)
-        ).model.named_parameters()
+        Trainer(tiny_train_config(tmp_path / "init"), train_set=data, val_set=data).model.named_parameters()
     )
     assert any(not torch.equal(initial[k], v) for k, v in rank0["weights"].items())
 
