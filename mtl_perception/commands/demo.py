@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from mtl_perception.replay import REPLAY_MODES
@@ -19,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed, x recorded rate")
     parser.add_argument("--mode", choices=REPLAY_MODES, default="node", help="node (over DDS) or pipeline")
     parser.add_argument("--backend", default="auto", help="auto | tensorrt | onnxruntime | torch")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="CPU threads of the node's backend (default: all cores but one, kept for the evaluation)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(previous)  # the last demo's predictions; the other outputs are overwritten
     print(f"replaying {bag} through the {args.mode} ({model.name}) ...")
     options = ReplayOptions(
-        bag=bag, out=args.out, model=model, mode=args.mode, backend=args.backend, rate=args.rate
+        bag=bag,
+        out=args.out,
+        model=model,
+        mode=args.mode,
+        backend=args.backend,
+        rate=args.rate,
+        threads=args.threads,
     )
     outcome = run_replay(options)
     print_headline(outcome.summary, outcome.report_path.resolve())

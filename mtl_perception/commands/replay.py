@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage", choices=("mcap", "sqlite3"), default="mcap", help="predictions bag storage"
     )
-    parser.add_argument("--threads", type=int, help="pipeline mode: CPU threads of the backend")
+    parser.add_argument("--threads", type=int, help="CPU threads of the backend (in node mode, the node's)")
     defaults = ReplayTopics()
     for topic in fields(ReplayTopics):
         parser.add_argument(

@@ -129,6 +129,8 @@ def node_command(options: ReplayOptions, info: ModelInfo) -> list[str]:
         "-p", "use_sim_time:=true",
         "-p", "output_resolution:=input",
     ]  # fmt: skip
+    if options.threads:
+        command += ["-p", f"threads:={options.threads}"]
     return command
 
 
