@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtl_perception.errors import UserError
+from mtl_perception.training.metrics import SCALAR_METRICS
 
 
 @dataclass(frozen=True)
@@ -41,19 +42,7 @@ def headline(summary: dict[str, Any]) -> dict[str, float]:
     """The flat metric names gates and the demo use (only those the replay measured)."""
     flat: dict[str, float] = {}
     accuracy = summary.get("accuracy", {})
-    for key in (
-        "miou",
-        "pixel_accuracy",
-        "d1_all",
-        "epe",
-        "abs_rel",
-        "rmse",
-        "delta1",
-        "seg_ece",
-        "seg_ause",
-        "disparity_ause",
-        "depth_ause",
-    ):
+    for key in SCALAR_METRICS:
         if key in accuracy:
             flat[key] = accuracy[key]
     for key, value in summary.get("latency_ms", {}).items():

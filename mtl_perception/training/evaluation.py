@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mtl_perception.training.metrics import MultiTaskMetrics
+from mtl_perception.training.metrics import SCALAR_METRICS, MultiTaskMetrics
 
 if TYPE_CHECKING:
     from mtl_perception.runtime import Backend
@@ -204,21 +204,7 @@ def flat_scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 # Columns of the summary tables, in print order; absent metrics are left out.
-SUMMARY_KEYS = (
-    "miou",
-    "pixel_accuracy",
-    "epe",
-    "d1_all",
-    "abs_rel",
-    "rmse",
-    "delta1",
-    "seg_ece",
-    "seg_ause",
-    "disparity_ause",
-    "depth_ause",
-    "score",
-    SGBM_DENSITY_KEY,
-)
+SUMMARY_KEYS = (*SCALAR_METRICS, "score", SGBM_DENSITY_KEY)
 
 
 def _cell(value: float) -> str:

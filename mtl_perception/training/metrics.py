@@ -329,3 +329,19 @@ def _select(keep: Tensor, *arrays: ArrayLike | None) -> list[Tensor | None]:
     """The frames of each (batched) array whose flag is set."""
     keep = keep.reshape(-1)
     return [None if a is None else _batched(a)[keep] for a in arrays]
+
+
+# The scalar accuracy metrics every evaluation reports (when measured), in print order.
+SCALAR_METRICS = (
+    "miou",
+    "pixel_accuracy",
+    "epe",
+    "d1_all",
+    "abs_rel",
+    "rmse",
+    "delta1",
+    "seg_ece",
+    "seg_ause",
+    "disparity_ause",
+    "depth_ause",
+)
