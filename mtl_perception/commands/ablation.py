@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+from mtl_perception.commands import add_override_option
+
 VARIANTS: dict[str, dict[str, bool]] = {
     "no_links": {"link_seg_to_disparity": False, "link_attention": False},
     "seg_to_disp": {"link_seg_to_disparity": True, "link_attention": False},
@@ -23,14 +25,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="config/train/ablation.yaml", help="base training YAML (stereo)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a base config value for every variant (repeatable)",
-    )
+    add_override_option(parser, "override a base config value for every variant (repeatable)")
     parser.add_argument(
         "--max-minutes",
         type=float,

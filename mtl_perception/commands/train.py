@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mtl_perception.commands import add_override_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training YAML, e.g. config/train/stereo.yaml")
@@ -16,14 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stop cleanly (with a resumable checkpoint) after this wall-clock budget",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)",
-    )
+    add_override_option(parser, "override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
