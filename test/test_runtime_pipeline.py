@@ -112,6 +112,21 @@ def test_steering_waits_for_a_full_window_in_time_order() -> None:
     assert pipeline.process(left, right).steering is None
 
 
+def test_warm_up_runs_the_model_at_its_size_and_leaves_no_steering_history() -> None:
+    backend = ConstantBackend(fake_info())
+    pipeline = Pipeline(backend, steering_backend=SumSteeringBackend(window=3))
+    assert pipeline.warm_up(runs=2) >= 0.0
+    assert backend.calls == 2
+    assert {k: v.shape for k, v in backend.last_inputs.items()} == {
+        name: (1, 3, *backend.info.input_size) for name in backend.info.inputs
+    }
+    left, right = stereo_pair(64, 128)
+    results = [pipeline.process(left, right) for _ in range(3)]
+    # a full window of real frames is still needed: warm-up embeddings never enter the buffer
+    assert [r.steering is None for r in results] == [True, True, False]
+    assert results[2].steering == pytest.approx(3 * 1 + 4 * 2 + 5 * 3)
+
+
 def test_steering_buffer_orders_oldest_first() -> None:
     buffer = SteeringBuffer(window=4, dim=1)
     for value in range(1, 7):

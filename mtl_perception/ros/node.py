@@ -138,6 +138,8 @@ class PerceptionNode(Node):
         self._stats = NodeStatistics(self.get_fully_qualified_name(), hardware_id=NODE_NAME)
         self._stats.backend = self._pipeline.backend.name
         self._stats.paused = not self._params.enable
+        warm_ms = self._pipeline.warm_up()
+        self.get_logger().info(f"model warmed up before subscribing (last warm-up run {warm_ms:.0f} ms)")
         self._camera_info: dict[str, CameraInfo] = {}
         self._pending: _Frame | None = None
         self._work_ready = threading.Condition()
@@ -427,6 +429,11 @@ class PerceptionNode(Node):
             self._stopping = True
             self._work_ready.notify_all()
         self._worker.join(timeout=10.0)
+        stats = self._stats
+        self.get_logger().info(
+            f"frames in {stats.frames_in}, out {stats.frames_out}, dropped {stats.frames_dropped}, "
+            f"rejected {stats.frames_rejected}"
+        )
         self._pipeline.backend.close()
         if self._pipeline.steering_backend is not None:
             self._pipeline.steering_backend.close()
