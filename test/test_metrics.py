@@ -123,3 +123,42 @@ def test_multitask_update_frame_from_numpy_skips_unlabelled_frames() -> None:
     assert out["seg_ece"] == pytest.approx(0.1)  # confidence 0.9, accuracy 1
     assert out["score"] == pytest.approx(1.0)
     assert "pooled" in out["pooling"]
+
+
+def _random_frame(rng: np.random.Generator, height: int = 6, width: int = 7) -> tuple[dict, dict]:
+    truth = rng.uniform(1.0, 40.0, (height, width)).astype(np.float32)
+    truth[0, 0] = 0.0  # an invalid pixel
+    labels = rng.integers(0, 4, (height, width))
+    labels[1, 1] = 255
+    outputs = {
+        "semantic": rng.integers(0, 4, (height, width)).astype(np.int32),
+        "semantic_uncertainty": rng.uniform(0, 1, (height, width)).astype(np.float32),
+        "disparity": truth + rng.normal(0, 4, truth.shape).astype(np.float32),
+        "disparity_uncertainty": rng.uniform(0.1, 3, truth.shape).astype(np.float32),
+        "depth": 500.0 / np.maximum(truth, 1.0),
+        "depth_uncertainty": rng.uniform(0.1, 3, truth.shape).astype(np.float32),
+    }
+    sample = {"semantic": labels, "disparity": truth, "depth": 400.0 / np.maximum(truth, 1.0)}
+    return outputs, sample
+
+
+def test_merging_per_frame_metrics_equals_updating_one_object() -> None:
+    rng = np.random.default_rng(3)
+    frames = [_random_frame(rng) for _ in range(3)]
+    together, merged = MultiTaskMetrics(stereo=True), MultiTaskMetrics(stereo=True)
+    for outputs, sample in frames:
+        together.update_frame(outputs, sample)
+        single = MultiTaskMetrics(stereo=True)
+        single.update_frame(outputs, sample)
+        merged.merge(single)
+    expected, actual = together.compute(), merged.compute()
+    assert expected.keys() == actual.keys()
+    for key, value in expected.items():
+        if isinstance(value, dict):  # per-class IoU, sparsification curves
+            for name, inner in value.items():
+                assert actual[key][name] == pytest.approx(inner, nan_ok=True), (key, name)
+        elif isinstance(value, float):
+            assert actual[key] == pytest.approx(value, nan_ok=True), key
+        else:
+            assert actual[key] == value, key
+    assert expected["seg_ause"] > 0 and expected["depth_ause"] > 0  # the frames exercise every part

@@ -82,8 +82,11 @@ class ReplayEvaluator:
         if sample:
             outputs = {k: v for k, v in prediction.items() if k != "steering"}
             _check_sizes(frame, outputs, sample)
-            self.metrics.update_frame(outputs, sample)
-            record.metrics = _frame_metrics(self.stereo, outputs, sample, self.max_depth)
+            # Each frame is scored once: its own metrics give the timeline, then join the pooled ones.
+            frame_metrics = MultiTaskMetrics(self.stereo, max_depth=self.max_depth)
+            frame_metrics.update_frame(outputs, sample)
+            record.metrics = _timeline_metrics(frame_metrics)
+            self.metrics.merge(frame_metrics)
         if frame.steering is not None and prediction.get("steering") is not None:
             error = float(prediction["steering"]) - frame.steering
             self._steering_errors.append(error)
@@ -176,13 +179,9 @@ def _percentiles(latencies: np.ndarray) -> dict[str, float | None]:
     return stats
 
 
-def _frame_metrics(
-    stereo: bool, outputs: Prediction, sample: dict[str, Any], max_depth: float
-) -> dict[str, float]:
+def _timeline_metrics(frame_metrics: MultiTaskMetrics) -> dict[str, float]:
     """The timeline metrics of one frame (same definitions as the pooled ones)."""
-    single = MultiTaskMetrics(stereo, max_depth=max_depth)
-    single.update_frame({k: v for k, v in outputs.items() if not k.endswith("uncertainty")}, sample)
-    values = single.compute()
+    values = frame_metrics.compute()
     return {k: float(values[k]) for k in TIMELINE_METRICS if k in values and math.isfinite(values[k])}
 
 

@@ -100,6 +100,12 @@ class SparsificationAccumulator:
         self.ause_sum += ause(curve, oracle)
         self.images += 1
 
+    def merge(self, other: SparsificationAccumulator) -> None:
+        self.curve_sum += other.curve_sum
+        self.oracle_sum += other.oracle_sum
+        self.ause_sum += other.ause_sum
+        self.images += other.images
+
     def compute(self) -> dict[str, Any]:
         """{"ause", "fractions", "curve", "oracle"}; NaN/empty when no image had uncertainty."""
         if self.images == 0:
@@ -134,6 +140,11 @@ class ExpectedCalibrationError:
         self.confidence_sum.scatter_add_(0, index, confidence)
         self.correct_sum.scatter_add_(0, index, correct.double())
 
+    def merge(self, other: ExpectedCalibrationError) -> None:
+        self.count += other.count
+        self.confidence_sum += other.confidence_sum
+        self.correct_sum += other.correct_sum
+
     def compute(self) -> float:
         total = self.count.sum()
         if total == 0:
@@ -151,8 +162,10 @@ class SegmentationMetrics:
     def __init__(self, num_classes: int = NUM_CLASSES, class_names: tuple[str, ...] = CLASS_NAMES) -> None:
         self.class_names = class_names
         # sync_on_compute off: one process evaluates (rank 0 under DDP); a sync would wait forever.
+        # validate_args off: its torch.unique over every pixel cost more than the update itself, and
+        # the inputs are class-id maps this module builds.
         self.confusion = MulticlassConfusionMatrix(
-            num_classes, ignore_index=IGNORE_INDEX, sync_on_compute=False
+            num_classes, ignore_index=IGNORE_INDEX, sync_on_compute=False, validate_args=False
         )
         self.ece = ExpectedCalibrationError()
         self.sparsification = SparsificationAccumulator()
@@ -168,6 +181,11 @@ class SegmentationMetrics:
             correct = (p[valid] == t[valid]).double()
             self.ece.update(1.0 - u[valid], correct)
             self.sparsification.update(1.0 - correct, u[valid])
+
+    def merge(self, other: SegmentationMetrics) -> None:
+        self.confusion.merge_state(other.confusion)
+        self.ece.merge(other.ece)
+        self.sparsification.merge(other.sparsification)
 
     def compute(self) -> dict[str, Any]:
         # Without any update (a split with no semantic labels) the matrix is all zeros -> NaN metrics.
@@ -212,6 +230,12 @@ class DisparityMetrics:
             if u is not None:
                 self.sparsification.update(error, u[valid])
 
+    def merge(self, other: DisparityMetrics) -> None:
+        self.abs_error_sum += other.abs_error_sum
+        self.outliers += other.outliers
+        self.pixels += other.pixels
+        self.sparsification.merge(other.sparsification)
+
     def compute(self) -> dict[str, Any]:
         n = self.pixels
         sparsification = self.sparsification.compute()
@@ -252,6 +276,13 @@ class DepthMetrics:
             self.pixels += int(valid.sum())
             if u is not None:
                 self.sparsification.update(abs_rel, u[valid])
+
+    def merge(self, other: DepthMetrics) -> None:
+        self.abs_rel_sum += other.abs_rel_sum
+        self.squared_sum += other.squared_sum
+        self.delta1 += other.delta1
+        self.pixels += other.pixels
+        self.sparsification.merge(other.sparsification)
 
     def compute(self) -> dict[str, Any]:
         n = self.pixels
@@ -309,6 +340,12 @@ class MultiTaskMetrics:
             self.depth.update(
                 *_select(keep_depth, outputs["depth"], sample["depth"], outputs.get("depth_uncertainty"))
             )
+
+    def merge(self, other: MultiTaskMetrics) -> None:
+        """Add ``other``'s frames, as if they had been passed to this object's ``update_frame``."""
+        self.segmentation.merge(other.segmentation)
+        self.disparity.merge(other.disparity)
+        self.depth.merge(other.depth)
 
     def compute(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pooling": POOLING_NOTE, **self.segmentation.compute()}
