@@ -38,7 +38,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", files("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", files("config/*.yaml", "config/*.rviz")),
+        (f"share/{PACKAGE}/config", files("config/*.yaml", "config/*.rviz", "config/*.xml")),
         (f"share/{PACKAGE}/config/train", files("config/train/*.yaml")),
         (f"share/{PACKAGE}/models", files("models/*.onnx", "models/*.pt", "models/*.md", "models/*.json")),
     ],

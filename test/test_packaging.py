@@ -18,6 +18,7 @@ SHARED = (
     "config/stereo.yaml",
     "config/mono.yaml",
     "config/mtl_perception.rviz",
+    "config/fastdds_large_images.xml",
     "config/train/stereo.yaml",
 )
 

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=max(1, (os.cpu_count() or 2) - 1),
-        help="CPU threads of the node's backend (default: all cores but one, kept for the evaluation)",
+        default=os.cpu_count() or 1,
+        help="CPU threads of the node's backend (default: all cores; scoring waits until playback ends)",
     )
 
 

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
+    from mtl_perception.ros.dds import apply_large_image_profile
     from mtl_perception.ros.node import PerceptionNode
     from mtl_perception.ros.resources import default_params_file
 
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     params_file = args.params_file or default_params_file(args.mode)
     if not params_file.is_file():
         raise UserError(f"parameter file not found: {params_file}; pass --params-file with an existing file")
+    profile = apply_large_image_profile()  # before rclpy.init: read when the participant is made
     try:
         rclpy.init(args=ros_arguments(args.mode, params_file, args.ros_args))
     except RuntimeError as exc:  # rclpy's RCLError: a bad params file, remap or --ros-args option
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     node = None
     try:
         node = PerceptionNode(args.node_name)
+        if profile is not None:
+            node.get_logger().info(f"Fast DDS profile for large images: {profile}")
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()

@@ -4,16 +4,22 @@ What is measured is what a robot would see: the node's own QoS, frame dropping a
 node runs with ``use_sim_time`` on a private ROS_DOMAIN_ID (localhost discovery only); this process
 publishes ``/clock`` and the camera topics, and collects the node's outputs by header stamp.
 Latency is wall time from publishing a frame's images to receiving its last expected output.
+
+Scoring a frame costs about as much CPU as inferring it, so results are held back until playback
+ends (up to ``DEFERRED_RESULTS_BYTES``) and the node does not share the CPU with the evaluation;
+past that budget, the oldest results are handed on during playback and a warning says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +31,16 @@ from mtl_perception.errors import UserError
 from mtl_perception.replay.bag_source import ReplayFrame
 from mtl_perception.replay.evaluation import Prediction
 from mtl_perception.replay.session import FrameResult, ReplayOptions
-from mtl_perception.runtime.model_info import ModelInfo
+from mtl_perception.ros.dds import PROFILE_VARIABLES, apply_large_image_profile
+from mtl_perception.runtime.model_info import ModelInfo, steering_path_for
 
+log = logging.getLogger(__name__)
 NAMESPACE = "/mtl_replay"
 NODE_NAME = "mtl_perception_replay"
 STARTUP_TIMEOUT_S = 120.0
 # A frame with no output this long after it was published (wall time) counts as dropped.
 MIN_DROP_TIMEOUT_S = 3.0
+DEFERRED_RESULTS_BYTES = 2 * 2**30  # about 400 frames at 512x256 with ground truth
 OUTPUT_TOPICS = {  # prediction key -> node output topic (relative to the node's namespace)
     "semantic": "semantic",
     "semantic_uncertainty": "semantic/uncertainty",
@@ -147,9 +156,13 @@ def node_results(
 
     domain_id = private_domain_id()
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    # The player publishes the camera images: it needs the large-image profile as much as the node.
+    apply_large_image_profile(env)
     # This process joins the same private, localhost-only DDS domain (read by rmw at init).
-    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
-    os.environ.update({k: env[k] for k in saved})
+    saved = {
+        k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", *PROFILE_VARIABLES)
+    }
+    os.environ.update({k: env[k] for k in saved if k in env})
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     with log_path.open("w") as log_file:
@@ -231,23 +244,72 @@ def _play(
     Publishing runs on its own thread so evaluating the results here never delays the playback.
     """
     required = expected_outputs(info)
+    steering = steering_path_for(options.model).is_file()  # the node publishes steering only with it
     failure: list[BaseException] = []
     player = threading.Thread(
         target=_publish_frames, args=(frames, options.rate, collector, inputs, clock, failure), daemon=True
     )
+    deferred = _DeferredResults(DEFERRED_RESULTS_BYTES)
     player.start()
     while player.is_alive():
         if process.poll() is not None:
+            yield from deferred.drain()
             raise UserError(f"the node exited with status {process.returncode}: {_log_tail(log_path)}")
-        yield from _settled(collector, required, time.monotonic(), final=False)
+        deferred.extend(_settled(collector, required, steering, time.monotonic(), final=False))
+        yield from deferred.overflow()
         time.sleep(0.01)
     deadline = time.monotonic() + collector.drop_timeout
     while collector.order and time.monotonic() < deadline:
-        yield from _settled(collector, required, time.monotonic(), final=False)
+        deferred.extend(_settled(collector, required, steering, time.monotonic(), final=False))
         time.sleep(0.02)
-    yield from _settled(collector, required, float("inf"), final=True)
+    deferred.extend(_settled(collector, required, steering, float("inf"), final=True))
+    yield from deferred.drain()
     if failure:  # the bag failed part-way: what was played has been yielded, now report it
         raise failure[0]
+
+
+class _DeferredResults:
+    """Settled frames held until playback ends, within a memory budget (oldest handed on first)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._results: deque[tuple[FrameResult, int]] = deque()
+        self._bytes = 0
+        self._warned = False
+
+    def extend(self, results: Iterator[FrameResult]) -> None:
+        for result in results:
+            size = _result_bytes(result)
+            self._results.append((result, size))
+            self._bytes += size
+
+    def overflow(self) -> Iterator[FrameResult]:
+        """The oldest results beyond the budget: these are evaluated while the node still runs."""
+        while self._bytes > self.budget_bytes and self._results:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "more than %d MiB of results held back: evaluating alongside playback from now on, so "
+                    "the node shares the CPU with scoring (expect more drops than on a robot)",
+                    self.budget_bytes // 2**20,
+                )
+            yield self._pop()
+
+    def drain(self) -> Iterator[FrameResult]:
+        while self._results:
+            yield self._pop()
+
+    def _pop(self) -> FrameResult:
+        result, size = self._results.popleft()
+        self._bytes -= size
+        return result
+
+
+def _result_bytes(result: FrameResult) -> int:
+    frame, prediction, _ = result
+    arrays = [getattr(frame, name) for name in ("left", "right", "semantic", "disparity", "depth")]
+    arrays += list((prediction or {}).values())
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
 def _publish_frames(
@@ -293,7 +355,7 @@ def _publish_frames(
 
 
 def _settled(
-    collector: _OutputCollector, required: set[str], now: float, final: bool
+    collector: _OutputCollector, required: set[str], steering: bool, now: float, final: bool
 ) -> Iterator[FrameResult]:
     """Yield the oldest frames whose outputs are complete (or given up on as dropped), in order."""
     while True:
@@ -304,9 +366,13 @@ def _settled(
             complete = required <= entry.outputs.keys()
             later_done = any(required <= collector.sent[s].outputs.keys() for s in collector.order[1:])
             # Steering comes on its own topic: wait for it unless a later frame is already done.
-            if complete and ("steering" in entry.outputs or later_done or final):
+            if complete and (not steering or "steering" in entry.outputs or later_done or final):
                 result = _prediction(entry), (entry.last_arrival - entry.wall) * 1e3
             elif final or (not complete and now - entry.wall > collector.drop_timeout):
+                result = None, None
+            elif not entry.outputs and later_done:
+                # The node works newest-first and publishes all of a frame's outputs before the next
+                # frame: a later frame is done and this one has nothing, so it was skipped.
                 result = None, None
             else:
                 return
