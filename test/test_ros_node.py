@@ -33,6 +33,7 @@ from mtl_perception.errors import UserError
 from mtl_perception.export.frames import procedural_frames
 from mtl_perception.ros.conversions import image_to_numpy
 from mtl_perception.ros.node import PerceptionNode
+from mtl_perception.runtime.pipeline import PipelineResult
 
 ros_context = fixtures_ros.ros_context  # pytest fixtures shared with other ROS test modules
 tiny_models = fixtures_ros.tiny_models
@@ -144,6 +145,27 @@ def test_model_resolution_scales_camera_info(ros_context: Context, tiny_models: 
     assert info.k[0] == pytest.approx(FX * 128 / WIDTH) and info.k[4] == pytest.approx(FX * 64 / HEIGHT)
     assert disparity_msg.f == pytest.approx(FX * 128 / WIDTH)
     assert disparity_msg.max_disparity == pytest.approx(16.0)
+
+
+def test_semantic_color_is_computed_only_while_subscribed(
+    ros_context: Context, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    colorized: list[int] = []
+    original = PipelineResult.semantic_color
+    monkeypatch.setattr(PipelineResult, "semantic_color", lambda self: colorized.append(1) or original(self))
+    with running_node(ros_context, tiny_models["stereo"], STEREO_INPUTS) as (node, harness):
+        send_camera_info(harness)
+        send_pair(harness, 1)
+        wait_outputs(harness, "semantic/color", 1)
+        assert len(colorized) == 1
+        color = next(s for s in harness.probe.subscriptions if s.topic_name.endswith("semantic/color"))
+        harness.probe.destroy_subscription(color)
+        assert harness.wait_for(lambda: node.count_subscribers("semantic/color") == 0)
+        for stamp in (2, 3):  # one at a time: the node would skip a frame sent while it is busy
+            send_pair(harness, stamp)
+            wait_outputs(harness, "semantic", stamp)
+    assert len(colorized) == 1
+    assert len(harness.messages("semantic/color")) == 1
 
 
 def test_mono_node_publishes_metric_depth(ros_context: Context, tiny_models: dict[str, Path]) -> None:
