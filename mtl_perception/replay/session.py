@@ -108,12 +108,15 @@ def run_replay(options: ReplayOptions) -> ReplayOutcome:
     else:
         from mtl_perception.replay.node_replay import node_results
 
+        # Node mode scores after playback (see node_replay), so playback gets its own progress bar.
+        frames = iter(tqdm(frames, total=total, desc="playback", unit="frame"))
         results = node_results(frames, options, info, log_path=options.out / "node.log")
+    label = "replay" if options.mode == "pipeline" else "scoring"
     error: UserError | None = None
     evaluating_s = 0.0  # time spent on metrics, panels and the predictions bag, not on inference
     with PredictionBagWriter(bag_path, options.storage) as writer:
         try:
-            for frame, prediction, latency_ms in tqdm(results, total=total, desc="replay", unit="frame"):
+            for frame, prediction, latency_ms in tqdm(results, total=total, desc=label, unit="frame"):
                 started = time.perf_counter()
                 evaluator.add(frame, prediction, latency_ms)
                 if prediction is not None:
