@@ -31,7 +31,7 @@ pubs = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in topics
 deadline = time.monotonic() + 20
 while min(p.get_subscription_count() for p in pubs) == 0 and time.monotonic() < deadline:
     time.sleep(0.05)
-time.sleep(0.5)
+time.sleep(1.0)  # the subscriber side of discovery may lag the publisher side
 for i in range(int(sys.argv[2])):
     for pub in pubs:
         msg = Image(height=256, width=512, encoding="rgb8", step=512 * 3, data=bytes(512 * 256 * 3))
