@@ -41,3 +41,23 @@ def test_bad_size_is_a_user_error() -> None:
     assert parse_size("256x512") == (256, 512)
     with pytest.raises(UserError, match="HxW"):
         parse_size("256")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_benchmarked_at_other_input_sizes(tmp_path: Path) -> None:
+    from fixtures_networks import tiny_mono_config, tiny_stereo_config
+
+    from mtl_perception.networks import build_model, save_checkpoint
+
+    stereo = tmp_path / "stereo.pt"
+    save_checkpoint(stereo, build_model(tiny_stereo_config()), tiny_stereo_config())  # trained at 64x128
+    output = tmp_path / "bench.json"
+    args = ["benchmark", "--checkpoint", str(stereo), "--sizes", "96x160", "--frames", "2", "--warmup", "1"]
+    assert main([*args, "--threads", "1", "--backends", "onnxruntime", "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["weights"] == str(stereo)
+    assert result["sizes"]["96x160"]["pipeline"]["onnxruntime"]["frames"] == 2
+    mono = tmp_path / "mono.pt"
+    save_checkpoint(mono, build_model(tiny_mono_config()), tiny_mono_config())
+    assert main(["benchmark", "--checkpoint", str(mono), "--sizes", "64x128"]) == 2
+    assert main(["benchmark", "--checkpoint", str(stereo), "--sizes", "64x100"]) == 2  # not a multiple of 32
