@@ -16,7 +16,7 @@ entry for the runtime's numpy output dicts (keys as in DESIGN.md: ``semantic``,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -51,6 +51,24 @@ def _per_image_float64(
     yield from zip(pred, target, unc, strict=True)
 
 
+class _Summed:
+    """An accumulator whose state is sums, so two of them merge field by field.
+
+    ``_SUMS`` names those fields: numbers and arrays are added, nested accumulators merged.
+    """
+
+    _SUMS: ClassVar[tuple[str, ...]] = ()
+
+    def merge(self, other: Self) -> None:
+        """Add ``other``'s frames, as if they had been passed to this object's ``update``."""
+        for name in self._SUMS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, _Summed):
+                mine.merge(theirs)
+            else:
+                setattr(self, name, mine + theirs)
+
+
 def sparsification_curves(errors: Tensor, uncertainty: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean error of the pixels kept after removing each ``SPARSIFICATION_FRACTIONS`` share.
 
@@ -81,8 +99,10 @@ def ause(by_uncertainty: np.ndarray, oracle: np.ndarray) -> float:
     return float(np.sum(by_uncertainty - oracle) * step)
 
 
-class SparsificationAccumulator:
+class SparsificationAccumulator(_Summed):
     """Per-image sparsification curves and AUSE, averaged over the images seen."""
+
+    _SUMS = ("curve_sum", "oracle_sum", "ause_sum", "images")
 
     def __init__(self) -> None:
         self.curve_sum = np.zeros(len(SPARSIFICATION_FRACTIONS))
@@ -100,12 +120,6 @@ class SparsificationAccumulator:
         self.ause_sum += ause(curve, oracle)
         self.images += 1
 
-    def merge(self, other: SparsificationAccumulator) -> None:
-        self.curve_sum += other.curve_sum
-        self.oracle_sum += other.oracle_sum
-        self.ause_sum += other.ause_sum
-        self.images += other.images
-
     def compute(self) -> dict[str, Any]:
         """{"ause", "fractions", "curve", "oracle"}; NaN/empty when no image had uncertainty."""
         if self.images == 0:
@@ -118,13 +132,15 @@ class SparsificationAccumulator:
         }
 
 
-class ExpectedCalibrationError:
+class ExpectedCalibrationError(_Summed):
     """Top-label ECE with equal-width confidence bins, streamed (pixels pooled).
 
     Same binning as torchmetrics' ``BinaryCalibrationError(norm="l1")`` fed (confidence,
     correct); written as running per-bin sums because torchmetrics keeps every pixel in memory
     and its multiclass form needs all class probabilities, which exported models do not output.
     """
+
+    _SUMS = ("count", "confidence_sum", "correct_sum")
 
     def __init__(self, n_bins: int = 15) -> None:
         self.boundaries = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
@@ -139,11 +155,6 @@ class ExpectedCalibrationError:
         self.count.scatter_add_(0, index, torch.ones_like(confidence))
         self.confidence_sum.scatter_add_(0, index, confidence)
         self.correct_sum.scatter_add_(0, index, correct.double())
-
-    def merge(self, other: ExpectedCalibrationError) -> None:
-        self.count += other.count
-        self.confidence_sum += other.confidence_sum
-        self.correct_sum += other.correct_sum
 
     def compute(self) -> float:
         total = self.count.sum()
@@ -206,11 +217,13 @@ class SegmentationMetrics:
         return out
 
 
-class DisparityMetrics:
+class DisparityMetrics(_Summed):
     """EPE and D1-all over valid ground truth (gt > 0), pixels pooled; AUSE of EPE if uncertain.
 
     D1-all (KITTI 2015): share of pixels whose error is > 3 px **and** > 5 % of the ground truth.
     """
+
+    _SUMS = ("abs_error_sum", "outliers", "pixels", "sparsification")
 
     def __init__(self) -> None:
         self.abs_error_sum = 0.0
@@ -230,12 +243,6 @@ class DisparityMetrics:
             if u is not None:
                 self.sparsification.update(error, u[valid])
 
-    def merge(self, other: DisparityMetrics) -> None:
-        self.abs_error_sum += other.abs_error_sum
-        self.outliers += other.outliers
-        self.pixels += other.pixels
-        self.sparsification.merge(other.sparsification)
-
     def compute(self) -> dict[str, Any]:
         n = self.pixels
         sparsification = self.sparsification.compute()
@@ -247,11 +254,13 @@ class DisparityMetrics:
         }
 
 
-class DepthMetrics:
+class DepthMetrics(_Summed):
     """AbsRel, RMSE (m) and δ<1.25 over gt in (0, max_depth], pixels pooled; AUSE of AbsRel.
 
     Predictions are clipped to (0, max_depth] before scoring.
     """
+
+    _SUMS = ("abs_rel_sum", "squared_sum", "delta1", "pixels", "sparsification")
 
     def __init__(self, max_depth: float = 80.0) -> None:
         self.max_depth = max_depth
@@ -276,13 +285,6 @@ class DepthMetrics:
             self.pixels += int(valid.sum())
             if u is not None:
                 self.sparsification.update(abs_rel, u[valid])
-
-    def merge(self, other: DepthMetrics) -> None:
-        self.abs_rel_sum += other.abs_rel_sum
-        self.squared_sum += other.squared_sum
-        self.delta1 += other.delta1
-        self.pixels += other.pixels
-        self.sparsification.merge(other.sparsification)
 
     def compute(self) -> dict[str, Any]:
         n = self.pixels
