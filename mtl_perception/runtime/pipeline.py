@@ -160,9 +160,9 @@ class Pipeline:
     def warm_up(self, runs: int = 2) -> float:
         """Run the model ``runs`` times on blank inputs; returns the last run's milliseconds.
 
-        The first calls of every backend allocate arenas, pick kernels or build CUDA graphs and take
-        many times the steady-state latency; doing that before the first real frame keeps it out of
-        the frames a robot (or a replay) measures.
+        The first calls of a backend allocate its buffers and, on a GPU, set up CUDA and pick kernels,
+        which can take many times the steady-state latency; doing that before the first real frame
+        keeps it out of the frames a robot (or a replay) measures.
         """
         elapsed_ms = 0.0
         for _ in range(max(runs, 1)):
