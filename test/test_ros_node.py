@@ -33,7 +33,7 @@ from mtl_perception.errors import UserError
 from mtl_perception.export.frames import procedural_frames
 from mtl_perception.ros.conversions import image_to_numpy
 from mtl_perception.ros.node import PerceptionNode
-from mtl_perception.runtime.pipeline import PipelineResult
+from mtl_perception.runtime.pipeline import Pipeline, PipelineResult
 
 ros_context = fixtures_ros.ros_context  # pytest fixtures shared with other ROS test modules
 tiny_models = fixtures_ros.tiny_models
@@ -308,7 +308,7 @@ def test_enable_service_pauses_and_parameters_are_checked(
 
 
 def test_startup_errors_name_the_problem(
-    ros_context: Context, tiny_models: dict[str, Path], tmp_path: Path
+    ros_context: Context, tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     missing = tmp_path / "missing.onnx"
     with pytest.raises(UserError, match=r"missing\.onnx"):
@@ -335,3 +335,14 @@ def test_startup_errors_name_the_problem(
         )
     with pytest.raises(UserError, match="backend"):
         PerceptionNode(context=ros_context, parameter_overrides=[Parameter("backend", value="cuda")])
+
+    def failing_warm_up(self: Pipeline, runs: int = 2) -> float:
+        raise RuntimeError("no kernel for this GPU")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Pipeline, "warm_up", failing_warm_up)
+        with pytest.raises(UserError, match=r"warm-up inference.*no kernel"):
+            PerceptionNode(
+                context=ros_context,
+                parameter_overrides=[Parameter("model_file_path", value=str(tiny_models["stereo"]))],
+            )

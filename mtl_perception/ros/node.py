@@ -138,7 +138,12 @@ class PerceptionNode(Node):
         self._stats = NodeStatistics(self.get_fully_qualified_name(), hardware_id=NODE_NAME)
         self._stats.backend = self._pipeline.backend.name
         self._stats.paused = not self._params.enable
-        warm_ms = self._pipeline.warm_up()
+        try:
+            warm_ms = self._pipeline.warm_up()
+        except Exception as exc:  # a model that loads but cannot run: say so now, not at the first frame
+            self._close_backends()
+            super().destroy_node()
+            raise UserError(f"{node_name}: the model failed its warm-up inference: {exc!r}") from exc
         self.get_logger().info(f"model warmed up before subscribing (last warm-up run {warm_ms:.0f} ms)")
         self._camera_info: dict[str, CameraInfo] = {}
         self._pending: _Frame | None = None
@@ -434,7 +439,10 @@ class PerceptionNode(Node):
             f"frames in {stats.frames_in}, out {stats.frames_out}, dropped {stats.frames_dropped}, "
             f"rejected {stats.frames_rejected}"
         )
+        self._close_backends()
+        super().destroy_node()
+
+    def _close_backends(self) -> None:
         self._pipeline.backend.close()
         if self._pipeline.steering_backend is not None:
             self._pipeline.steering_backend.close()
-        super().destroy_node()
