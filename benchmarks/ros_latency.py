@@ -60,7 +60,9 @@ def camera_info(width: int, height: int, tx: float) -> CameraInfo:
 
 def pipeline_alone(args: argparse.Namespace, frames: list) -> dict[str, float]:
     """fps and per-stage ms of Pipeline.process on the same frames, no ROS."""
-    backend = create_backend(args.backend, args.model, threads=args.threads or None)
+    backend = create_backend(
+        args.backend, args.model, threads=args.threads or None, spin_wait=args.cpu_spin_wait
+    )
     pipeline = Pipeline(backend)
     camera = CameraModel(FX, BASELINE)
     right_of = (lambda pair: pair[1]) if backend.info.is_stereo else (lambda pair: None)
@@ -86,6 +88,7 @@ def over_dds(args: argparse.Namespace, frames: list) -> dict[str, float]:
     ]
     if args.threads:
         overrides.append(Parameter("threads", value=args.threads))
+    overrides.append(Parameter("cpu_spin_wait", value=args.cpu_spin_wait))
     node = PerceptionNode(context=context, parameter_overrides=overrides)
     probe = Node("latency_probe", context=context)
     latencies: list[float] = []
@@ -165,6 +168,9 @@ def main() -> int:
         "--rate", type=float, default=30.0, help="publish rate in Hz; 0 = as fast as possible"
     )
     parser.add_argument("--threads", type=int, default=0, help="backend CPU threads; 0 = library default")
+    parser.add_argument(
+        "--cpu-spin-wait", action="store_true", help="ONNX Runtime threads busy-wait (node and pipeline)"
+    )
     parser.add_argument("--domain-id", type=int, default=150 + os.getpid() % 50, help="ROS_DOMAIN_ID to use")
     parser.add_argument("--output", type=Path, default=None, help="JSON file (default: stdout only)")
     args = parser.parse_args()
@@ -173,6 +179,8 @@ def main() -> int:
         "model": str(args.model),
         "input_size": list(args.size),
         "rate_hz": args.rate,
+        "threads": args.threads,
+        "cpu_spin_wait": args.cpu_spin_wait,
         "pipeline": pipeline_alone(args, frames),
         "ros": over_dds(args, frames),
     }

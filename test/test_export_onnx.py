@@ -151,3 +151,18 @@ def test_export_exits_non_zero_past_tolerance(exported: Path, tmp_path: Path) ->
     args = ["export", str(checkpoint), "-o", str(tmp_path / "strict.onnx"), "--frames", "1", "--no-simplify"]
     assert main([*args, "--tol-segmentation", "100.1"]) == 1
     assert (tmp_path / "strict.onnx").is_file()
+
+
+def test_onnxruntime_without_spin_wait_sets_the_session_option_and_keeps_results(exported: Path) -> None:
+    backend = create_backend("onnxruntime", exported, threads=2, spin_wait=False)
+    options = backend._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError):  # spinning (the library default) leaves the entry unset
+        create_backend("onnxruntime", exported)._session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning"
+        )
+    feeds = frame_feeds(procedural_frames((64, 128), 1, seed=2), backend.info)[0]
+    reference = create_backend("onnxruntime", exported, threads=1).infer(feeds)
+    outputs = backend.infer(feeds)
+    for name, value in reference.items():
+        np.testing.assert_allclose(outputs[name], value, rtol=1e-5, atol=1e-5)

@@ -191,6 +191,7 @@ class PerceptionNode(Node):
                 force_engine_update=params.force_engine_update,
                 fp16=params.enable_fp16,
                 threads=params.threads or None,
+                spin_wait=params.cpu_spin_wait,
                 logger=log,
             )
 

@@ -42,6 +42,7 @@ class NodeParameters:
     max_disparity: float = 0.0
     output_resolution: str = "input"
     threads: int = 0
+    cpu_spin_wait: bool = False
     enable: bool = True
 
 
@@ -91,6 +92,11 @@ SPECS: dict[str, _Spec] = {
         "Publish at the input image size or the model's input size", True, OUTPUT_RESOLUTIONS
     ),
     "threads": _Spec("CPU threads for the backend; 0 = library default", True, range=(0, 256)),
+    "cpu_spin_wait": _Spec(
+        "ONNX Runtime CPU threads busy-wait between ops: a little faster on dedicated cores, slower "
+        "when other processes share them",
+        read_only=True,
+    ),
     "enable": _Spec("Run inference; false pauses the node (also the `~/enable` SetBool service)"),
 }
 

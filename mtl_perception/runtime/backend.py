@@ -46,12 +46,15 @@ def create_backend(
     force_engine_update: bool = False,
     fp16: bool = True,
     threads: int | None = None,
+    spin_wait: bool = True,
     logger: logging.Logger | None = None,
 ) -> Backend:
     """Load ``model_path`` (.onnx, or .pt checkpoint for torch) with backend ``kind``.
 
     ``auto`` tries tensorrt, onnxruntime, then torch and logs which one it picked and why the
     others were skipped. A named backend that cannot run raises BackendUnavailableError.
+    ``threads`` applies to the CPU backends; ``spin_wait`` (pool threads busy-wait between ops, the
+    library default) to ONNX Runtime.
     """
     log = logger or logging.getLogger(__name__)
     if kind not in BACKEND_KINDS:
@@ -61,7 +64,9 @@ def create_backend(
     skipped: list[str] = []
     for candidate in order:
         try:
-            backend = _open(candidate, model_path, engine_path, force_engine_update, fp16, threads, log)
+            backend = _open(
+                candidate, model_path, engine_path, force_engine_update, fp16, threads, spin_wait, log
+            )
         except BackendUnavailableError as exc:
             if kind != "auto":
                 raise
@@ -83,6 +88,7 @@ def _open(
     force_engine_update: bool,
     fp16: bool,
     threads: int | None,
+    spin_wait: bool,
     log: logging.Logger,
 ) -> Backend:
     if kind == "torch":
@@ -98,7 +104,7 @@ def _open(
     if kind == "onnxruntime":
         from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(onnx_path, threads=threads, fp16=fp16, logger=log)
+        return OnnxRuntimeBackend(onnx_path, threads=threads, spin_wait=spin_wait, fp16=fp16, logger=log)
     from mtl_perception.runtime.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(

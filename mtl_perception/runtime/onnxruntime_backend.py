@@ -35,6 +35,7 @@ class OnnxRuntimeBackend:
         model_path: str | Path,
         *,
         threads: int | None = None,
+        spin_wait: bool = True,
         fp16: bool = True,
         providers: list[str] | None = None,
         logger: logging.Logger | None = None,
@@ -49,6 +50,11 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spin_wait:
+            # Idle pool threads sleep instead of busy-waiting for the next op: a little slower on
+            # cores of its own, faster where other processes share them (see the README).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         chosen = providers or available_providers()
         provider_options: list[dict[str, str]] = [
             {"trt_fp16_enable": str(fp16)} if p == "TensorrtExecutionProvider" else {} for p in chosen
