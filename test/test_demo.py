@@ -79,6 +79,8 @@ def test_node_mode_replay_collects_outputs_by_stamp(tiny_bag: Path, tiny_model: 
     assert stamps == sorted(stamps) and len(stamps) == 6
     processed = [row for row in summary["per_frame"] if row["latency_ms"] is not None]
     assert processed and all("epe" in row for row in processed)
+    # The steering window is 2: the node publishes steering from its second processed frame on.
+    assert summary.get("steering", {}).get("frames", 0) == len(processed) - 1
     # Node outputs have no disparity uncertainty topic, so only semantic and depth AUSE exist.
     assert summary["accuracy"]["depth_ause"] is not None
     assert (out / "node.log").read_text().count("stereo perception with backend onnxruntime") == 1

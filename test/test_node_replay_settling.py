@@ -32,7 +32,9 @@ def _outputs(collector: _OutputCollector, index: int, keys: set[str]) -> None:
         collector.add(key, 1_000 + index, np.zeros((2, 2), np.float32))
 
 
-def _settle(collector: _OutputCollector, now: float, steering: bool = False, final: bool = False) -> list:
+def _settle(
+    collector: _OutputCollector, now: float, steering: int | None = None, final: bool = False
+) -> list:
     return [
         (frame.index, prediction is not None)
         for frame, prediction, _ in _settled(collector, REQUIRED, steering, now, final)
@@ -56,15 +58,20 @@ def test_a_partly_published_frame_waits_for_the_timeout() -> None:
     assert _settle(collector, start + collector.drop_timeout + 0.1) == [(0, False), (1, True)]
 
 
-def test_steering_is_awaited_only_when_the_model_has_a_steering_graph() -> None:
-    collector = _collector(1)
-    _outputs(collector, 0, REQUIRED)
+def test_steering_is_awaited_once_the_nodes_window_is_full() -> None:
+    collector = _collector(3)
     now = collector.sent[1_000].wall
-    assert _settle(collector, now, steering=True) == []
-    assert _settle(collector, now, steering=True, final=True) == [(0, True)]
+    _outputs(collector, 0, REQUIRED)
+    assert _settle(collector, now, steering=2) == [(0, True)]  # first processed frame: window not full
+    _outputs(collector, 1, REQUIRED)
+    assert _settle(collector, now, steering=2) == []  # second: the node will publish its steering
+    _outputs(collector, 1, {"steering"})
+    assert _settle(collector, now, steering=2) == [(1, True)]
+    _outputs(collector, 2, REQUIRED)
+    assert _settle(collector, now, steering=2, final=True) == [(2, True)]  # playback over: no more waiting
     collector = _collector(1)
     _outputs(collector, 0, REQUIRED)
-    assert _settle(collector, now, steering=False) == [(0, True)]
+    assert _settle(collector, now, steering=None) == [(0, True)]  # no steering graph
 
 
 def test_deferred_results_are_held_until_drained_unless_over_budget() -> None:

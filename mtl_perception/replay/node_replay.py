@@ -32,7 +32,7 @@ from mtl_perception.replay.bag_source import ReplayFrame
 from mtl_perception.replay.evaluation import Prediction
 from mtl_perception.replay.session import FrameResult, ReplayOptions
 from mtl_perception.ros.dds import PROFILE_VARIABLES, apply_large_image_profile
-from mtl_perception.runtime.model_info import ModelInfo, steering_path_for
+from mtl_perception.runtime.model_info import ModelInfo, read_model_info, steering_path_for
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/mtl_replay"
@@ -90,6 +90,7 @@ class _OutputCollector:
         self.lock = threading.Lock()
         self.sent: dict[int, _Sent] = {}
         self.order: list[int] = []  # stamps in publishing order, not yet settled
+        self.processed = 0  # frames settled with outputs: the node's steering buffer holds as many
         self.drop_timeout = MIN_DROP_TIMEOUT_S
         self._last_log_time: int | None = None
 
@@ -244,7 +245,8 @@ def _play(
     Publishing runs on its own thread so evaluating the results here never delays the playback.
     """
     required = expected_outputs(info)
-    steering = steering_path_for(options.model).is_file()  # the node publishes steering only with it
+    steering_path = steering_path_for(options.model)  # the node publishes steering only with it
+    steering = read_model_info(steering_path).window if steering_path.is_file() else None
     failure: list[BaseException] = []
     player = threading.Thread(
         target=_publish_frames, args=(frames, options.rate, collector, inputs, clock, failure), daemon=True
@@ -355,9 +357,13 @@ def _publish_frames(
 
 
 def _settled(
-    collector: _OutputCollector, required: set[str], steering: bool, now: float, final: bool
+    collector: _OutputCollector, required: set[str], steering: int | None, now: float, final: bool
 ) -> Iterator[FrameResult]:
-    """Yield the oldest frames whose outputs are complete (or given up on as dropped), in order."""
+    """Yield the oldest frames whose outputs are complete (or given up on as dropped), in order.
+
+    ``steering`` is the steering graph's window (None: no graph): the node publishes steering from
+    the window-th frame it processes on, so only those frames wait for it.
+    """
     while True:
         with collector.lock:
             if not collector.order:
@@ -365,9 +371,11 @@ def _settled(
             entry = collector.sent[collector.order[0]]
             complete = required <= entry.outputs.keys()
             later_done = any(required <= collector.sent[s].outputs.keys() for s in collector.order[1:])
+            awaits_steering = steering is not None and collector.processed + 1 >= steering
             # Steering comes on its own topic: wait for it unless a later frame is already done.
-            if complete and (not steering or "steering" in entry.outputs or later_done or final):
+            if complete and (not awaits_steering or "steering" in entry.outputs or later_done or final):
                 result = _prediction(entry), (entry.last_arrival - entry.wall) * 1e3
+                collector.processed += 1
             elif final or (not complete and now - entry.wall > collector.drop_timeout):
                 result = None, None
             elif not entry.outputs and later_done:
