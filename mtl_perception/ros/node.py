@@ -407,6 +407,8 @@ class PerceptionNode(Node):
             if not self._params.enable:
                 # A pause is a gap in the stream: steering must not mix frames from before it.
                 with self._work_ready:
+                    if self._pending is not None:  # accepted but never inferred: count it
+                        self._stats.dropped()
                     self._pending = None
                     self._reset_steering = True
             self.get_logger().info("resumed" if self._params.enable else "paused")
