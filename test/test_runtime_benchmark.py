@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from fixtures_replay import tiny_model
 
 from mtl_perception.cli import main
 from mtl_perception.errors import UserError
 from mtl_perception.runtime.benchmark import LatencyStats
+
+__all__ = ["tiny_model"]  # session fixture used by name
 
 
 def test_latency_stats() -> None:
@@ -61,3 +66,14 @@ def test_a_checkpoint_is_benchmarked_at_other_input_sizes(tmp_path: Path) -> Non
     save_checkpoint(mono, build_model(tiny_mono_config()), tiny_mono_config())
     assert main(["benchmark", "--checkpoint", str(mono), "--sizes", "64x128"]) == 2
     assert main(["benchmark", "--checkpoint", str(stereo), "--sizes", "64x100"]) == 2  # not a multiple of 32
+
+
+def test_ort_profile_script_reports_kernel_time_per_operator(tiny_model: Path, tmp_path: Path) -> None:
+    output = tmp_path / "profile.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ort_profile.py"
+    command = [sys.executable, str(script), str(tiny_model), "--threads", "1", "--runs", "2"]
+    subprocess.run([*command, "--output", str(output)], check=True, capture_output=True)
+    report = json.loads(output.read_text())["models"][str(tiny_model)]
+    per_op = report["per_op_ms"]
+    assert per_op["Conv"] > 0 and report["kernel_ms_per_run"] == pytest.approx(sum(per_op.values()))
+    assert list(per_op.values()) == sorted(per_op.values(), reverse=True)
