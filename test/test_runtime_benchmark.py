@@ -1,4 +1,4 @@
-"""Latency statistics and a smoke run of `mtl-perception benchmark` at a tiny size."""
+"""Latency statistics, and smoke runs of `mtl-perception benchmark` and benchmarks/ort_profile.py."""
 
 from __future__ import annotations
 
