@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from fixtures_replay import tiny_bag, tiny_model
+from fixtures_ros import tiny_models
 
 from mtl_perception.cli import main
 
-__all__ = ["tiny_bag", "tiny_model"]  # session fixtures used by name
+__all__ = ["tiny_bag", "tiny_model", "tiny_models"]  # session fixtures used by name
 
 pytest.importorskip("rclpy")
 
@@ -84,6 +85,20 @@ def test_node_mode_replay_collects_outputs_by_stamp(tiny_bag: Path, tiny_model: 
     # Node outputs have no disparity uncertainty topic, so only semantic and depth AUSE exist.
     assert summary["accuracy"]["depth_ause"] is not None
     assert (out / "node.log").read_text().count("stereo perception with backend onnxruntime") == 1
+
+
+def test_mono_model_replays_through_the_mono_node(
+    tiny_bag: Path, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A mono model reads the bag's left images through `image_rect`; depth is scored, not disparity."""
+    out = tmp_path / "mono"
+    args = ["replay", str(tiny_bag), "--model", str(tiny_models["mono"]), "--out", str(out)]
+    assert main([*args, "--mode", "node", "--backend", "onnxruntime", "--rate", "0.5"]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    processed = [row for row in summary["per_frame"] if row["latency_ms"] is not None]
+    assert processed and all("abs_rel" in row and "epe" not in row for row in processed)
+    assert "abs_rel" in summary["accuracy"] and "d1_all" not in summary["accuracy"]
+    assert "mono perception" in (out / "node.log").read_text()
 
 
 def test_demo_refuses_a_missing_model(tmp_path: Path) -> None:

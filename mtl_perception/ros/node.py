@@ -229,18 +229,22 @@ class PerceptionNode(Node):
         # One mutually exclusive group: the callbacks are short and the synchronizer's drop count
         # stays exact; inference runs in the worker thread, not here.
         group = MutuallyExclusiveCallbackGroup()
-        if self.mode == "stereo":
+        stereo = self.mode == "stereo"
+        cameras = {"mono": "camera_info"}
+        if stereo:
             cameras = {"left": "left/camera_info", "right": "right/camera_info"}
+        # camera_info first: rclpy's executor takes ready subscriptions in creation order, so an
+        # image arriving together with the first camera_info finds it cached instead of being refused.
+        for camera, topic in cameras.items():
+            callback = functools.partial(self._on_camera_info, camera)
+            self.create_subscription(CameraInfo, topic, callback, qos, callback_group=group)
+        if stereo:
             self.create_subscription(Image, "left/image_rect", self._on_left_image, qos, callback_group=group)
             self.create_subscription(
                 Image, "right/image_rect", self._on_right_image, qos, callback_group=group
             )
         else:
-            cameras = {"mono": "camera_info"}
             self.create_subscription(Image, "image_rect", self._on_mono_image, qos, callback_group=group)
-        for camera, topic in cameras.items():
-            callback = functools.partial(self._on_camera_info, camera)
-            self.create_subscription(CameraInfo, topic, callback, qos, callback_group=group)
 
     # -- input callbacks (cheap: never block on inference) ---------------------------------------
 
