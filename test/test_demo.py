@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from fixtures_quantize import export_tiny_model
 from fixtures_replay import tiny_bag, tiny_model
-from fixtures_ros import tiny_models
 
 from mtl_perception.cli import main
 
-__all__ = ["tiny_bag", "tiny_model", "tiny_models"]  # session fixtures used by name
+__all__ = ["tiny_bag", "tiny_model"]  # session fixtures used by name
 
 pytest.importorskip("rclpy")
 
@@ -87,12 +87,11 @@ def test_node_mode_replay_collects_outputs_by_stamp(tiny_bag: Path, tiny_model: 
     assert (out / "node.log").read_text().count("stereo perception with backend onnxruntime") == 1
 
 
-def test_mono_model_replays_through_the_mono_node(
-    tiny_bag: Path, tiny_models: dict[str, Path], tmp_path: Path
-) -> None:
+def test_mono_model_replays_through_the_mono_node(tiny_bag: Path, tmp_path: Path) -> None:
     """A mono model reads the bag's left images through `image_rect`; depth is scored, not disparity."""
+    model = export_tiny_model(tmp_path, "mono")
     out = tmp_path / "mono"
-    args = ["replay", str(tiny_bag), "--model", str(tiny_models["mono"]), "--out", str(out)]
+    args = ["replay", str(tiny_bag), "--model", str(model), "--out", str(out)]
     assert main([*args, "--mode", "node", "--backend", "onnxruntime", "--rate", "0.5"]) == 0
     summary = json.loads((out / "metrics.json").read_text())
     processed = [row for row in summary["per_frame"] if row["latency_ms"] is not None]
