@@ -16,7 +16,7 @@ entry for the runtime's numpy output dicts (keys as in DESIGN.md: ``semantic``,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class _Summed:
 
     _SUMS: ClassVar[tuple[str, ...]] = ()
 
-    def merge(self, other: Self) -> None:
+    def merge(self, other: _Summed) -> None:
         """Add ``other``'s frames, as if they had been passed to this object's ``update``."""
         for name in self._SUMS:
             mine, theirs = getattr(self, name), getattr(other, name)
