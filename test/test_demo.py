@@ -84,7 +84,9 @@ def test_node_mode_replay_collects_outputs_by_stamp(tiny_bag: Path, tiny_model: 
     assert summary.get("steering", {}).get("frames", 0) == len(processed) - 1
     # Node outputs have no disparity uncertainty topic, so only semantic and depth AUSE exist.
     assert summary["accuracy"]["depth_ause"] is not None
-    assert (out / "node.log").read_text().count("stereo perception with backend onnxruntime") == 1
+    log = (out / "node.log").read_text()
+    assert log.count("stereo perception with backend onnxruntime") == 1
+    assert "frames in " in log and "rosout" not in log  # the shutdown summary, logged cleanly after SIGINT
 
 
 def test_mono_model_replays_through_the_mono_node(tiny_bag: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.impl.logging_severity import LoggingSeverity
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -125,6 +126,7 @@ class PerceptionNode(Node):
         **node_kwargs: Any,
     ) -> None:
         super().__init__(node_name, **node_kwargs)
+        self._destroyed = False
         try:
             self._params = declare_parameters(self, parameter_defaults)
             self._pipeline = self._load_pipeline(self._params)
@@ -436,18 +438,29 @@ class PerceptionNode(Node):
         return self._stats
 
     def destroy_node(self) -> None:
-        """Stop the worker, release the backend, then destroy the ROS node."""
+        """Stop the worker, release the backend, then destroy the ROS node.
+
+        Idempotent: on SIGINT rclpy's context shutdown destroys every node of the context, and the
+        caller's own clean-up then destroys it again (its log could no longer reach /rosout).
+        """
+        if self._destroyed:
+            return
+        self._destroyed = True
         with self._work_ready:
             self._stopping = True
             self._work_ready.notify_all()
         self._worker.join(timeout=10.0)
         stats = self._stats
-        self.get_logger().info(
+        summary = (
             f"frames in {stats.frames_in}, out {stats.frames_out}, dropped {stats.frames_dropped}, "
             f"rejected {stats.frames_rejected}"
         )
         self._close_backends()
+        logger_name = self.get_logger().name
         super().destroy_node()
+        # Logged once the node is gone: after a SIGINT the context is already shut down, and a node
+        # logger would fail to reach /rosout; this one only goes to the console and the log file.
+        get_logger(logger_name).info(summary)
 
     def _close_backends(self) -> None:
         self._pipeline.backend.close()
