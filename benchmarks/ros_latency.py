@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from mtl_perception.export.frames import procedural_frames
 from mtl_perception.ros.conversions import numpy_to_image
 from mtl_perception.ros.node import PerceptionNode
+from mtl_perception.ros.spinning import BackgroundSpinner
 from mtl_perception.runtime import CameraModel, Pipeline, create_backend
 
 FX, BASELINE = 400.0, 0.12
@@ -110,8 +110,7 @@ def over_dds(args: argparse.Namespace, frames: list) -> dict[str, float]:
     executor = MultiThreadedExecutor(num_threads=3, context=context)
     executor.add_node(node)
     executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpinner(executor).start()
     height, width = frames[0][0].shape[:2]
     while any(p.get_subscription_count() == 0 for p in image_pubs):
         time.sleep(0.05)  # DDS discovery
@@ -146,8 +145,7 @@ def over_dds(args: argparse.Namespace, frames: list) -> dict[str, float]:
         "frames_rejected": stats.frames_rejected,
         "backend": stats.backend,
     }
-    executor.shutdown(timeout_sec=5.0)
-    spinner.join(timeout=5.0)
+    spinner.stop()
     node.destroy_node()
     probe.destroy_node()
     rclpy.try_shutdown(context=context)

@@ -30,6 +30,7 @@ from visualization_msgs.msg import Marker
 from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head
 from mtl_perception.networks import DeployModel, SteeringHead, build_model
 from mtl_perception.ros.conversions import numpy_to_image
+from mtl_perception.ros.spinning import BackgroundSpinner
 from mtl_perception.runtime.model_info import steering_path_for
 
 FX = 100.0
@@ -102,11 +103,10 @@ class RosHarness:
 
     context: Context
     probe: Node
-    executor: MultiThreadedExecutor
+    spinner: BackgroundSpinner
     received: dict[str, list[Any]]
     publishers: dict[str, Any]
     lock: threading.Lock
-    thread: threading.Thread
 
     def publish(self, topic: str, msg: Any) -> None:
         self.publishers[topic].publish(msg)
@@ -160,15 +160,13 @@ def start_harness(context: Context, node: Node, input_topics: dict[str, type]) -
     executor = MultiThreadedExecutor(num_threads=3, context=context)
     executor.add_node(node)
     executor.add_node(probe)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    return RosHarness(context, probe, executor, received, publishers, lock, thread)
+    spinner = BackgroundSpinner(executor, name="harness_spin").start()
+    return RosHarness(context, probe, spinner, received, publishers, lock)
 
 
 def stop_harness(harness: RosHarness, node: Node) -> None:
-    """Stop spinning, join the thread, destroy both nodes."""
-    harness.executor.shutdown(timeout_sec=5.0)
-    harness.thread.join(timeout=5.0)
+    """Stop spinning (thread joined, executor shut down), destroy both nodes."""
+    harness.spinner.stop()
     node.destroy_node()
     harness.probe.destroy_node()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from fixtures_ros import camera_info, image_message, stamped_header
 from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -29,6 +32,7 @@ from mtl_perception.ros.conversions import (
 )
 from mtl_perception.ros.diagnostics import NodeStatistics
 from mtl_perception.ros.params import SPECS, NodeParameters, apply_changes, validate
+from mtl_perception.ros.spinning import BackgroundSpinner
 from mtl_perception.ros.sync import StereoSynchronizer
 from mtl_perception.ros.visualization import steering_marker, steering_message
 
@@ -259,3 +263,27 @@ def test_steering_contract_and_marker_direction() -> None:
 def test_numpy_to_image_refuses_a_wrong_shape() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         numpy_to_image(np.zeros((2, 2, 3), np.uint8), "mono8", stamped_header(0))
+
+
+def test_background_spinner_runs_callbacks_and_stops_before_shutdown() -> None:
+    context = Context()
+    rclpy.init(context=context, domain_id=100 + os.getpid() % 100)
+    node = Node("spinner_probe", context=context)
+    ticks: list[int] = []
+    node.create_timer(0.01, lambda: ticks.append(1))
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = BackgroundSpinner(executor).start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while len(ticks) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(ticks) >= 3
+    finally:
+        spinner.stop(timeout_s=5.0)
+    assert not spinner.running
+    count = len(ticks)
+    time.sleep(0.1)
+    assert len(ticks) == count  # nothing runs after stop()
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)

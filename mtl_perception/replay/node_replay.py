@@ -32,6 +32,7 @@ from mtl_perception.replay.bag_source import ReplayFrame
 from mtl_perception.replay.evaluation import Prediction
 from mtl_perception.replay.session import FrameResult, ReplayOptions
 from mtl_perception.ros.dds import PROFILE_VARIABLES, apply_large_image_profile
+from mtl_perception.ros.spinning import BackgroundSpinner
 from mtl_perception.runtime.model_info import ModelInfo, read_model_info, steering_path_for
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def node_results(
         player = rclpy.create_node("mtl_replay_player", namespace=NAMESPACE, context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(player)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner = BackgroundSpinner(executor, name="replay_spin")
         collector = _OutputCollector()
         try:
             reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -205,7 +206,7 @@ def node_results(
             _wait_for_node(process, inputs.values(), player, log_path)
             yield from _play(frames, options, info, collector, inputs, clock, process, log_path)
         finally:
-            executor.shutdown(timeout_sec=1.0)
+            spinner.stop()
             player.destroy_node()
             rclpy.try_shutdown(context=context)
             _stop(process)
