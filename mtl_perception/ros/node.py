@@ -131,10 +131,10 @@ class PerceptionNode(Node):
             self._params = declare_parameters(self, parameter_defaults)
             self._pipeline = self._load_pipeline(self._params)
         except (ValueError, ParameterException) as exc:
-            super().destroy_node()
+            self._abandon()
             raise UserError(f"{node_name}: parameter refused: {exc}") from exc
         except UserError:
-            super().destroy_node()
+            self._abandon()
             raise
         self.mode = self._pipeline.info.mode
         self._stats = NodeStatistics(self.get_fully_qualified_name(), hardware_id=NODE_NAME)
@@ -144,7 +144,7 @@ class PerceptionNode(Node):
             warm_ms = self._pipeline.warm_up()
         except Exception as exc:  # a model that loads but cannot run: say so now, not at the first frame
             self._close_backends()
-            super().destroy_node()
+            self._abandon()
             raise UserError(f"{node_name}: the model failed its warm-up inference: {exc!r}") from exc
         self.get_logger().info(f"model warmed up before subscribing (last warm-up run {warm_ms:.0f} ms)")
         self._camera_info: dict[str, CameraInfo] = {}
@@ -461,6 +461,11 @@ class PerceptionNode(Node):
         # Logged once the node is gone: after a SIGINT the context is already shut down, and a node
         # logger would fail to reach /rosout; this one only goes to the console and the log file.
         get_logger(logger_name).info(summary)
+
+    def _abandon(self) -> None:
+        """Undo a failed construction; a later destroy_node (context shutdown) then does nothing."""
+        self._destroyed = True
+        super().destroy_node()
 
     def _close_backends(self) -> None:
         self._pipeline.backend.close()
