@@ -12,7 +12,6 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -132,60 +131,38 @@ def evaluate_backend(
     )
 
 
-def sgbm_matcher(max_disparity: float, block_size: int = 5) -> cv2.StereoSGBM:
-    """StereoSGBM tuned for ~512x256 driving images (3-way, smoothness P1/P2 per OpenCV's guide)."""
-    num_disparities = int(np.ceil(max_disparity / 16.0) * 16)
-    channels = 3
-    return cv2.StereoSGBM_create(
-        minDisparity=0,
-        numDisparities=num_disparities,
-        blockSize=block_size,
-        P1=8 * channels * block_size**2,
-        P2=32 * channels * block_size**2,
-        disp12MaxDiff=1,
-        uniquenessRatio=10,
-        speckleWindowSize=100,
-        speckleRange=2,
-        preFilterCap=63,
-        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
-    )
-
-
-def sgbm_disparity(matcher: cv2.StereoSGBM, left: Tensor, right: Tensor) -> np.ndarray:
-    """HxW float32 disparity in pixels for one 3xHxW (0..1 RGB) pair; 0 where SGBM found none."""
-
-    def to_uint8(image: Tensor) -> np.ndarray:
-        return np.ascontiguousarray((image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
-
-    raw = matcher.compute(to_uint8(left), to_uint8(right)).astype(np.float32) / 16.0  # fixed point 4 bits
-    return np.where(raw > 0, raw, 0.0).astype(np.float32)
+def _uint8_rgb(image: Tensor) -> np.ndarray:
+    """3xHxW float 0..1 -> HxWx3 uint8, the input the SGBM baseline takes."""
+    return np.ascontiguousarray((image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
 
 
 def evaluate_sgbm(
     batches: Iterable[dict[str, Any]], max_disparity: float, max_batches: int | None = None
 ) -> dict[str, Any]:
-    """Disparity (and derived depth) metrics of OpenCV SGBM on the same samples.
+    """Disparity (and derived depth) metrics of OpenCV SGBM (``mtl_perception.baselines.sgbm``).
 
-    Pixels where SGBM gives no disparity keep 0 and so count as errors in EPE/D1 (no hole
-    filling); ``sgbm_density`` reports the share of valid ground-truth pixels SGBM covered.
+    Pixels where SGBM gives no disparity are predicted as 0 and so count as errors in EPE/D1 (no
+    hole filling); ``sgbm_density`` reports the share of valid ground-truth pixels SGBM covered.
     """
+    from mtl_perception.baselines.sgbm import sgbm_disparity, sgbm_matcher
+
     matcher = sgbm_matcher(max_disparity)
     metrics = MultiTaskMetrics(stereo=True)
     covered = total = 0
     for batch in tqdm(islice(batches, max_batches), desc="sgbm", leave=False):
-        disparity = torch.from_numpy(
-            np.stack(
-                [
-                    sgbm_disparity(matcher, lt, rt)
-                    for lt, rt in zip(batch["left"], batch["right"], strict=True)
-                ]
-            )
+        raw = np.stack(
+            [
+                sgbm_disparity(matcher, _uint8_rgb(lt), _uint8_rgb(rt))
+                for lt, rt in zip(batch["left"], batch["right"], strict=True)
+            ]
         )
+        found = torch.from_numpy(np.isfinite(raw))
+        disparity = torch.from_numpy(np.nan_to_num(raw, nan=0.0))
         outputs = {"disparity": disparity}
         add_depth_from_disparity(outputs, batch)
         metrics.update_frame(outputs, batch)
         valid = (batch["disparity"] > 0) & batch["has_depth"].view(-1, 1, 1)
-        covered += int((disparity > 0)[valid].sum())
+        covered += int(found[valid].sum())
         total += int(valid.sum())
     result = metrics.compute()
     result[SGBM_DENSITY_KEY] = covered / total if total else float("nan")

@@ -1,0 +1,1 @@
+"""Classical baselines the learned models are compared against (torch-free)."""
