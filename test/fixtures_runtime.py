@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtl_perception.contract import MONO_OUTPUTS, STEREO_OUTPUTS
 from mtl_perception.data.labels import class_table
 from mtl_perception.runtime.model_info import ModelInfo
-
-STEREO_OUTPUTS = ("semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding")
-MONO_OUTPUTS = ("semantic", "semantic_uncertainty", "depth", "depth_uncertainty", "embedding")
 
 
 def fake_info(mode: str = "stereo", size: tuple[int, int] = (64, 128), embedding_dim: int = 4) -> ModelInfo:

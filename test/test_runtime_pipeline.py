@@ -36,12 +36,14 @@ def test_disparity_scales_with_width_and_depth_is_resolution_independent() -> No
     np.testing.assert_allclose(at_model.depth, at_input.depth[0, 0], rtol=1e-6)
 
 
-def test_zero_disparity_gives_nan_depth_and_no_camera_gives_no_depth() -> None:
+def test_zero_disparity_is_too_far_and_no_camera_gives_no_depth() -> None:
     left, right = stereo_pair()
     result = Pipeline(ConstantBackend(fake_info(), value=0.0)).process(
         left, right, camera=CameraModel(300.0, 0.5)
     )
-    assert np.isnan(result.depth).all()
+    # REP-118: a zero disparity is infinitely far (+Inf), never unknown and never a finite depth.
+    assert np.isposinf(result.depth).all()
+    np.testing.assert_array_equal(result.disparity, 0.0)
     assert Pipeline(ConstantBackend(fake_info())).process(left, right).depth is None
 
 

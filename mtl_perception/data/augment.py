@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mtl_perception.contract import resize_image
 from mtl_perception.data.labels import IGNORE_INDEX
 from mtl_perception.data.sample import StereoArrays
 
@@ -67,7 +68,9 @@ class AugmentConfig:
 
 
 def resize_stereo(arrays: StereoArrays, size: tuple[int, int]) -> StereoArrays:
-    """Resize a sample to ``size`` = (H, W): images bilinear, labels nearest, disparity and fx * sx.
+    """Resize a sample to ``size`` = (H, W): images as the runtime resizes camera frames
+    (``contract.resize_image``, so evaluation sees the pixels a deployed model sees), labels nearest,
+    disparity and fx * sx.
 
     Depth keeps its values; nearest sampling never mixes an invalid 0 into a valid neighbour.
     """
@@ -77,15 +80,12 @@ def resize_stereo(arrays: StereoArrays, size: tuple[int, int]) -> StereoArrays:
     scale_x = width / arrays.size[1]
 
     def nearest(label: np.ndarray) -> np.ndarray:
-        # NEAREST_EXACT samples pixel centres like the bilinear image resize (NEAREST is off by half a pixel).
+        # NEAREST_EXACT samples pixel centres like the image resize (NEAREST is off by half a pixel).
         return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
-    def bilinear(image: np.ndarray) -> np.ndarray:
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-
     return arrays.replace(
-        left=bilinear(arrays.left),
-        right=bilinear(arrays.right),
+        left=resize_image(arrays.left, width, height),
+        right=resize_image(arrays.right, width, height),
         semantic=nearest(arrays.semantic),
         disparity=nearest(arrays.disparity) * np.float32(scale_x),
         depth=nearest(arrays.depth),

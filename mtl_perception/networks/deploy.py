@@ -5,13 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtl_perception.contract import MONO_INPUTS, MONO_OUTPUTS, STEREO_INPUTS, STEREO_OUTPUTS
 from mtl_perception.networks.config import ModelConfig, StereoNetConfig
 from mtl_perception.networks.heads import log_scale_to_std, normalized_entropy, upsample
-
-STEREO_INPUTS = ("left", "right")
-MONO_INPUTS = ("image",)
-STEREO_OUTPUTS = ("semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding")
-MONO_OUTPUTS = ("semantic", "semantic_uncertainty", "depth", "depth_uncertainty", "embedding")
 
 
 def deploy_signature(config: ModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mtl_perception.contract import disparity_from_message_values
 from mtl_perception.errors import UserError
 from mtl_perception.replay.bag_source import ReplayFrame
 from mtl_perception.replay.evaluation import Prediction
@@ -120,9 +121,8 @@ def _decode_output(key: str, msg: Any) -> Any:
         names = list(msg.name)
         return float(msg.position[names.index("steering")]) if "steering" in names else None
     if key == "disparity":
-        disparity = np.array(image_to_numpy(msg.image, ("32FC1",)), np.float32)
-        disparity[~(disparity >= max(msg.min_disparity, 0.0)) | (disparity <= 0)] = 0.0  # invalid -> 0
-        return disparity
+        # Back to the pipeline's map (NaN = invalid), so both replay modes score the same values.
+        return disparity_from_message_values(image_to_numpy(msg.image, ("32FC1",)), msg.min_disparity)
     encoding = "mono8" if key == "semantic" else "32FC1"
     return np.array(image_to_numpy(msg, (encoding,)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mtl_perception.contract import to_rgb
 from mtl_perception.data.labels import colorize
 from mtl_perception.replay import rosbag_io
 from mtl_perception.replay.bag_source import ReplayFrame
@@ -32,10 +33,11 @@ class PredictionBagWriter:
         """Write one frame's outputs (header stamp and optical frame of the input, as the node does)."""
         stamp, frame_id = frame.stamp, frame.frame_id
         write = self._writer.write
-        # The input, re-encoded as a raw Image so rviz shows it whatever the bag held.
-        encoding = frame.encoding if frame.encoding in rosbag_io.ENCODINGS else "bgr8"
+        # The input, re-encoded as a raw rgb8 Image so rviz shows it whatever the bag held.
         write(
-            rosbag_io.LEFT_IMAGE, rosbag_io.image_msg(frame.left[..., :3], encoding, stamp, frame_id), stamp
+            rosbag_io.LEFT_IMAGE,
+            rosbag_io.image_msg(to_rgb(frame.left, frame.encoding), "rgb8", stamp, frame_id),
+            stamp,
         )
         if frame.left_info is not None:
             write(rosbag_io.LEFT_INFO, rosbag_io.camera_info_msg(frame.left_info, stamp), stamp)

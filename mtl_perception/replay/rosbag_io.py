@@ -17,6 +17,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from mtl_perception.contract import ENCODINGS
 from mtl_perception.errors import UserError
 
 LEFT_IMAGE = "/stereo/left/image_rect"
@@ -45,16 +46,6 @@ SEQUENCE_TOPICS: dict[str, str] = {
     GT_STEERING: JOINT_STATE,
 }
 
-# encoding -> (numpy dtype, channels)
-ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "mono8": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "32FC1": (np.dtype(np.float32), 1),
-}
-
-
 def typestore():
     """The newest ROS 2 typestore rosbags ships (Kilted if present)."""
     store = getattr(Stores, "ROS2_KILTED", Stores.LATEST)
@@ -81,7 +72,7 @@ def image_msg(array: np.ndarray, encoding: str, stamp: int, frame_id: str):
     """sensor_msgs/Image from an HxW or HxWxC array (little-endian, dense rows)."""
     if encoding not in ENCODINGS:
         raise ValueError(f"unsupported encoding {encoding!r}; expected one of {sorted(ENCODINGS)}")
-    dtype, channels = ENCODINGS[encoding]
+    dtype, channels = ENCODINGS[encoding].dtype, ENCODINGS[encoding].channels
     array = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
     height, width = array.shape[:2]
     if (array.ndim == 2 and channels != 1) or (array.ndim == 3 and array.shape[2] != channels):
@@ -101,7 +92,7 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     """HxW or HxWxC array of a sensor_msgs/Image (copied, writable)."""
     if msg.encoding not in ENCODINGS:
         raise ValueError(f"unsupported encoding {msg.encoding!r}")
-    dtype, channels = ENCODINGS[msg.encoding]
+    dtype, channels = ENCODINGS[msg.encoding].dtype, ENCODINGS[msg.encoding].channels
     dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     row = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
     pixels = row[:, : msg.width * channels * dtype.itemsize].copy().view(dtype)

@@ -8,17 +8,18 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from mtl_perception.contract import (
+    ENCODINGS,
+    INPUT_ENCODINGS,
+    OutputPolicy,
+    mono_maps,
+    resize_image,
+    stereo_maps,
+    to_rgb,
+)
 from mtl_perception.runtime.backend import Backend
 from mtl_perception.runtime.model_info import STEERING_MODE, ModelInfo
 
-# encoding -> (channels, cv2 conversion to RGB or None when already RGB)
-ENCODINGS: dict[str, tuple[int, int | None]] = {
-    "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
-}
 OUTPUT_RESOLUTIONS = ("input", "model")
 RESIZE_MODES = ("stretch", "letterbox")
 
@@ -42,10 +43,12 @@ class PipelineResult:
     semantic: np.ndarray  # uint8 HxW class ids
     semantic_uncertainty: np.ndarray  # float32 HxW, 0..1
     embedding: np.ndarray  # float32 (D,)
+    # The maps as published (mtl_perception.contract): NaN = unknown/invalid, depth +Inf = too far.
     disparity: np.ndarray | None = None  # float32 HxW pixels of the output image
     disparity_uncertainty: np.ndarray | None = None
-    depth: np.ndarray | None = None  # float32 HxW meters, NaN where unknown
+    depth: np.ndarray | None = None  # float32 HxW meters (REP-118)
     depth_uncertainty: np.ndarray | None = None  # float32 HxW meters
+    max_disparity: float = 0.0  # the disparity range reported with the map (output pixels)
     steering: float | None = None  # radians, positive = left; None until the buffer is full
     scale_x: float = 1.0  # output width / input width (focal lengths scale by this)
     scale_y: float = 1.0
@@ -109,7 +112,9 @@ class Pipeline:
     ``output_resolution="input"`` returns every map at the input image size, ``"model"`` at the
     model's size (letterbox padding cropped). Class ids resize nearest, continuous maps bilinear;
     disparity is multiplied by the horizontal scale; depth = fx * B / disparity at the output
-    resolution (fx scaled with it).
+    resolution (fx scaled with it). ``policy`` (assignable between frames) decides what is valid,
+    too far or unknown, as ``mtl_perception.contract`` defines: the node publishes these maps as
+    they are.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class Pipeline:
         resize_mode: str = "stretch",
         steering_window: int = 16,
         steering_backend: Backend | None = None,
+        policy: OutputPolicy | None = None,
     ) -> None:
         if output_resolution not in OUTPUT_RESOLUTIONS:
             raise ValueError(
@@ -133,6 +139,7 @@ class Pipeline:
             raise ValueError("the pipeline's backend must hold the perception model, not the steering graph")
         self.output_resolution = output_resolution
         self.resize_mode = resize_mode
+        self.policy = policy or OutputPolicy()
         self.steering_backend = steering_backend
         if steering_backend is not None:
             steering_info = steering_backend.info
@@ -203,8 +210,10 @@ class Pipeline:
     def _check_inputs(
         self, left: np.ndarray, right: np.ndarray | None, encoding: str
     ) -> dict[str, np.ndarray]:
-        if encoding not in ENCODINGS:
-            raise InputError(f"unknown image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+        if encoding not in INPUT_ENCODINGS:
+            raise InputError(
+                f"unsupported image encoding {encoding!r}; supported: {', '.join(INPUT_ENCODINGS)}"
+            )
         if self.info.is_stereo and right is None:
             raise InputError("this is a stereo model: pass both the left and the right image")
         if not self.info.is_stereo and right is not None:
@@ -228,14 +237,11 @@ class Pipeline:
     def _prepare(
         self, name: str, image: np.ndarray, encoding: str, content: tuple[int, int, int, int]
     ) -> np.ndarray:
-        conversion = ENCODINGS[encoding][1]
-        if conversion is not None:
-            image = np.ascontiguousarray(image)
+        if ENCODINGS[encoding].to_rgb is not None:
             buffer = self._rgb.get(name)
             if buffer is None or buffer.shape[:2] != image.shape[:2]:
                 buffer = self._rgb[name] = np.empty((*image.shape[:2], 3), np.uint8)
-            cv2.cvtColor(image, conversion, dst=buffer)
-            image = buffer
+            image = to_rgb(image, encoding, dst=buffer)
         x, y, w, h = content
         canvas = self._canvas[name]
         target = canvas[y : y + h, x : x + w]
@@ -245,9 +251,9 @@ class Pipeline:
             # dst must be the exact size and contiguous for cv2 to write in place; the canvas rows
             # are only contiguous in stretch mode, so letterbox resizes then copies.
             if target.flags.c_contiguous:
-                cv2.resize(image, (w, h), dst=target, interpolation=cv2.INTER_AREA)
+                resize_image(image, w, h, dst=target)
             else:
-                target[...] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+                target[...] = resize_image(image, w, h)
         tensor = self._tensors[name]
         np.multiply(canvas.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=tensor[0])
         return tensor
@@ -286,37 +292,32 @@ class Pipeline:
             palette=self.palette,
         )
         if self.info.is_stereo:
-            result.disparity = resized("disparity", cv2.INTER_LINEAR)
-            result.disparity_uncertainty = resized("disparity_uncertainty", cv2.INTER_LINEAR)
-            result.disparity *= result.disparity_scale
-            if result.disparity_uncertainty is not None:
-                result.disparity_uncertainty *= result.disparity_scale
+            disparity = resized("disparity", cv2.INTER_LINEAR)
+            disparity_uncertainty = resized("disparity_uncertainty", cv2.INTER_LINEAR)
+            disparity *= result.disparity_scale
+            if disparity_uncertainty is not None:
+                disparity_uncertainty *= result.disparity_scale
+            focal_baseline = None
             if camera is not None and camera.baseline > 0:
-                self._stereo_depth(result, camera.fx * result.scale_x * camera.baseline)
+                focal_baseline = camera.fx * result.scale_x * camera.baseline
+            result.disparity, result.depth, result.depth_uncertainty = stereo_maps(
+                disparity, disparity_uncertainty, focal_baseline, self.policy
+            )
+            result.disparity_uncertainty = disparity_uncertainty
+            result.max_disparity = (
+                self.policy.max_disparity or self.info.max_disparity * result.disparity_scale
+            )
         else:
-            result.depth = resized("depth", cv2.INTER_LINEAR)
-            result.depth_uncertainty = resized("depth_uncertainty", cv2.INTER_LINEAR)
-            if result.depth is not None:
-                result.depth[~(result.depth > 0)] = np.nan
+            depth = resized("depth", cv2.INTER_LINEAR)
+            if depth is not None:
+                result.depth, result.depth_uncertainty = mono_maps(
+                    depth, resized("depth_uncertainty", cv2.INTER_LINEAR), self.policy
+                )
         self.steering.push(result.embedding)
         if self.steering_backend is not None and self.steering.full:
             steering = self.steering_backend.infer({"embeddings": self.steering.ordered()})["steering"]
             result.steering = float(np.asarray(steering).reshape(-1)[0])
         return result
-
-    @staticmethod
-    def _stereo_depth(result: PipelineResult, focal_baseline: float) -> None:
-        """depth = f*B/d; sigma_Z = Z^2/(f*B) * sigma_d (first-order propagation); NaN where d <= 0."""
-        disparity = result.disparity
-        assert disparity is not None
-        valid = disparity > 0
-        depth = np.full(disparity.shape, np.nan, np.float32)
-        np.divide(np.float32(focal_baseline), disparity, out=depth, where=valid)
-        result.depth = depth
-        if result.disparity_uncertainty is not None:
-            result.depth_uncertainty = (depth * depth) * (
-                result.disparity_uncertainty / np.float32(focal_baseline)
-            )
 
 
 def _check_image(image: object, encoding: str, label: str) -> None:
@@ -324,7 +325,7 @@ def _check_image(image: object, encoding: str, label: str) -> None:
         raise InputError(f"{label} image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise InputError(f"{label} image must be uint8 for {encoding}, got {image.dtype}")
-    channels = ENCODINGS[encoding][0]
+    channels = ENCODINGS[encoding].channels
     expected_ndim = (2, 3) if channels == 1 else (3,)
     if image.ndim not in expected_ndim or image.size == 0:
         raise InputError(
