@@ -6,10 +6,7 @@ import dataclasses
 import re
 import types
 import typing
-from pathlib import Path
 from typing import Any, TypeVar
-
-import yaml
 
 from mtl_perception.errors import UserError
 
@@ -139,16 +136,3 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(config))
-
-
-def load_yaml(cls: type[T], path: str | Path) -> T:
-    """Read a YAML file into dataclass ``cls`` (strict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    with path.open() as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return from_dict(cls, data, where=path.name)

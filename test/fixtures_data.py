@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from mtl_perception.data.labels import CLASS_NAMES, class_table
-from mtl_perception.sim import layout
+from mtl_perception.data import layout
 
 HEIGHT, WIDTH = 32, 64
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mtl_perception.errors import UserError
-from mtl_perception.sim import layout
+from mtl_perception.data import layout
 from mtl_perception.sim.generator import GeneratorConfig, generate_dataset
 from mtl_perception.sim.rig import StereoRig
 

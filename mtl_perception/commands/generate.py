@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mtl_perception.errors import UserError
-from mtl_perception.sim import layout
+from mtl_perception.data import layout
 
 DEFAULT_SEQUENCES = {"train": 40, "val": 6, "test": 8}
 DEFAULT_FRAMES = {"train": 40, "val": 20, "test": 20}

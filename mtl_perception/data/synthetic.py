@@ -1,4 +1,4 @@
-"""Loader of the synthetic layout written by `mtl-perception generate` (see mtl_perception.sim.layout)."""
+"""Loader of the synthetic layout written by `mtl-perception generate` (see mtl_perception.data.layout)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mtl_perception.data.base import FrameRecord, StereoCalibration, StereoDatas
 from mtl_perception.data.image_io import check_size, read_uint16
 from mtl_perception.data.labels import CLASS_NAMES, IGNORE_INDEX
 from mtl_perception.errors import UserError
-from mtl_perception.sim import layout
+from mtl_perception.data import layout
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Render synthetic stereo sequences to the on-disk layout of ``sim.layout`` (and rosbags).
+"""Render synthetic stereo sequences to the on-disk layout of ``data.layout`` (and rosbags).
 
 Each sequence is rendered by one worker process with its own pybullet DIRECT client into a
 temporary directory, then renamed into place, so an interrupted run leaves no half sequence; the
@@ -25,7 +25,7 @@ import numpy as np
 
 from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
-from mtl_perception.sim import layout
+from mtl_perception.data import layout
 from mtl_perception.sim.rig import StereoRig
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]

@@ -38,7 +38,6 @@ FRAME_DIRS: tuple[str, ...] = (LEFT_DIR, RIGHT_DIR, DISPARITY_DIR, DEPTH_DIR, SE
 # uint16 PNG value = round(metric value * SCALE); 0 means invalid (KITTI convention).
 DISPARITY_SCALE = 256.0
 DEPTH_SCALE = 256.0
-SEMANTIC_IGNORE = 255
 
 RATE_HZ = 10.0
 # Bag and CSV stamps start here (a fixed epoch, never now(), so files are reproducible).
