@@ -23,6 +23,7 @@ from mtl_perception.errors import UserError
 from mtl_perception.replay import rosbag_io
 from mtl_perception.replay.bag_source import BagReadError, BagSource, ReplayTopics, decode_image
 from mtl_perception.replay.gates import Gate, failed_gates, parse_gates
+from mtl_perception.runtime import read_model_info
 
 __all__ = ["tiny_bag", "tiny_model"]  # session fixtures used by name
 
@@ -53,7 +54,7 @@ def test_bag_source_groups_frames_with_ground_truth(tiny_bag: Path) -> None:
     assert frames[3].steering == pytest.approx(0.03)
 
 
-def test_metrics_json_report_and_predictions_bag(replayed: Path) -> None:
+def test_metrics_json_report_and_predictions_bag(replayed: Path, tiny_model: Path) -> None:
     summary = json.loads((replayed / "metrics.json").read_text())
     assert summary["frames"] == {
         "replayed": FRAMES,
@@ -65,10 +66,13 @@ def test_metrics_json_report_and_predictions_bag(replayed: Path) -> None:
     accuracy = summary["accuracy"]
     assert 0.0 <= accuracy["miou"] <= 1.0
     assert set(accuracy["iou"]) >= {"road", "sidewalk", "building"}
-    for key in ("d1_all", "epe", "abs_rel", "delta1", "seg_ece", "seg_ause", "disparity_ause", "depth_ause"):
+    for key in ("d1_all", "epe", "abs_rel", "delta1", "seg_ause", "disparity_ause", "depth_ause"):
         assert accuracy[key] is not None and accuracy[key] >= 0.0, key
+    # ECE bins the top-class probability: every pixel when the model outputs it, none otherwise.
+    has_confidence = "semantic_confidence" in read_model_info(tiny_model).outputs
     assert len(summary["calibration"]["pixels"]) == 15
-    assert sum(summary["calibration"]["pixels"]) == FRAMES * 64 * 128
+    assert sum(summary["calibration"]["pixels"]) == (FRAMES * 64 * 128 if has_confidence else 0)
+    assert (accuracy["seg_ece"] is not None) == has_confidence
     assert len(summary["sparsification"]["disparity_sparsification"]["curve"]) == 20
     # The steering window is 2 frames, so every frame after the first has a prediction.
     assert summary["steering"]["frames"] == FRAMES - 1

@@ -1,6 +1,6 @@
 """Replay evaluation: accuracy against the bag's ground truth, timing, drops and report panels.
 
-Accuracy uses ``training.metrics`` (pixels pooled over the bag; AUSE averaged per image). Per-frame
+Accuracy uses ``mtl_perception.metrics`` (pixels pooled over the bag; AUSE averaged per image). Per-frame
 timelines use a fresh ``MultiTaskMetrics`` per frame, without uncertainty, so they are the same
 definitions evaluated on one frame.
 """
@@ -14,12 +14,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mtl_perception.metrics import MultiTaskMetrics
 from mtl_perception.replay import visuals
 from mtl_perception.replay.bag_source import ReplayFrame
-from mtl_perception.training.metrics import MultiTaskMetrics
 
 PREDICTION_KEYS = (
     "semantic",
+    "semantic_confidence",
     "semantic_uncertainty",
     "disparity",
     "disparity_uncertainty",
@@ -144,22 +145,14 @@ class ReplayEvaluator:
         return out
 
 
-def reliability_diagram(metrics: MultiTaskMetrics) -> dict[str, list[float]]:
-    """Per confidence bin: mean confidence, accuracy and pixel count (the bins behind seg ECE)."""
-    ece = metrics.segmentation.ece
-    count = ece.count.numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        confidence = np.where(count > 0, ece.confidence_sum.numpy() / count, np.nan)
-        accuracy = np.where(count > 0, ece.correct_sum.numpy() / count, np.nan)
-    edges = ece.boundaries.numpy()
-    # The last bucket holds confidence exactly 1.0; fold it into the top bin for display.
-    count, confidence, accuracy = count[:-1].copy(), confidence[:-1], accuracy[:-1]
-    count[-1] += ece.count.numpy()[-1]
+def reliability_diagram(metrics: MultiTaskMetrics) -> dict[str, list[float | None]]:
+    """Per bin of top-class probability: mean confidence, accuracy and pixel count (seg ECE's bins)."""
+    bins = metrics.segmentation.ece.bins()
     return {
-        "bin_edges": edges.tolist(),
-        "confidence": _nan_to_none(confidence),
-        "accuracy": _nan_to_none(accuracy),
-        "pixels": count.tolist(),
+        "bin_edges": bins["edges"].tolist(),
+        "confidence": _nan_to_none(bins["confidence"]),
+        "accuracy": _nan_to_none(bins["accuracy"]),
+        "pixels": bins["count"].tolist(),
     }
 
 

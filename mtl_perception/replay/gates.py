@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtl_perception.errors import UserError
-from mtl_perception.training.metrics import SCALAR_METRICS
+from mtl_perception.metrics import SCALAR_METRICS
 
 
 @dataclass(frozen=True)

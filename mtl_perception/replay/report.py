@@ -60,7 +60,7 @@ def timeline_plot(per_frame: list[dict[str, Any]]) -> str | None:
 
 
 def reliability_plot(calibration: dict[str, Any], ece: float | None) -> str | None:
-    """Reliability diagram of semantic confidence (accuracy per confidence bin vs the diagonal)."""
+    """Reliability diagram of the top-class probability (accuracy per confidence bin vs the diagonal)."""
     pairs = [
         (c, a)
         for c, a in zip(calibration["confidence"], calibration["accuracy"], strict=True)
@@ -74,7 +74,7 @@ def reliability_plot(calibration: dict[str, Any], ece: float | None) -> str | No
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.bar(centers, accuracy, width=edges[1] - edges[0], edgecolor="black", alpha=0.7, label="accuracy")
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    ax.set_xlabel("confidence (1 - semantic uncertainty)")
+    ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
     title = "semantic reliability" + (f" (ECE {ece:.3f})" if ece is not None and math.isfinite(ece) else "")
     ax.set_title(title)
@@ -131,7 +131,12 @@ def render_report(summary: dict[str, Any], panels: list[dict[str, Any]]) -> str:
         iou = accuracy.get("iou", {})
         parts.append("<h2>Per-class IoU</h2>" + _table([(n, v) for n, v in iou.items() if not math.isnan(v)]))
         parts.append("<h2>Uncertainty calibration</h2>")
-        parts.append(_image(reliability_plot(summary["calibration"], accuracy.get("seg_ece")), "reliability"))
+        parts.append(
+            _image(
+                reliability_plot(summary["calibration"], accuracy.get("seg_ece")),
+                "reliability (ECE needs the model's semantic_confidence output)",
+            )
+        )
         parts.append(
             _image(sparsification_plot(summary.get("sparsification", {}), accuracy), "sparsification")
         )

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mtl_perception.training.metrics import SCALAR_METRICS, MultiTaskMetrics
+from mtl_perception.metrics import SCALAR_METRICS, MultiTaskMetrics
 
 if TYPE_CHECKING:
     from mtl_perception.runtime import Backend

@@ -1,5 +1,9 @@
 """Streaming evaluation metrics for segmentation, disparity, depth and their uncertainties.
 
+The one metrics module: ``evaluate``, training validation and bag replay all score through it.
+It is numpy-only so that a robot install without torch (``pip install '.[ros]'``) can score a bag;
+torch tensors are still accepted and converted (``.numpy()``) without importing torch here.
+
 Pooling rule (also written into every ``compute()`` output under ``"pooling"``):
 
 * accuracy metrics (mIoU, per-class IoU, pixel accuracy, ECE, EPE, D1-all, AbsRel, RMSE, δ<1.25)
@@ -7,9 +11,9 @@ Pooling rule (also written into every ``compute()`` output under ``"pooling"``):
 * AUSE and sparsification curves are **computed per image and averaged over images** (the usual
   protocol, Poggi et al. 2020), because pooling would need every pixel of the split in memory.
 
-Accumulators take torch tensors or numpy arrays (one frame HxW or a batch NxHxW) through
+Accumulators take numpy arrays or torch tensors (one frame HxW or a batch NxHxW) through
 ``update(...)``; ``compute()`` returns plain floats. ``MultiTaskMetrics.update_frame`` is the thin
-entry for the runtime's numpy output dicts (keys as in DESIGN.md: ``semantic``,
+entry for the runtime's output dicts (keys as in DESIGN.md: ``semantic``, ``semantic_confidence``,
 ``semantic_uncertainty``, ``disparity``, ``disparity_uncertainty``, ``depth``, ``depth_uncertainty``).
 """
 
@@ -19,36 +23,40 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from torch import Tensor
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mtl_perception.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 
-ArrayLike = Tensor | np.ndarray
+ArrayLike = Any  # a numpy array, or anything with .numpy() such as a torch tensor
 SPARSIFICATION_FRACTIONS = np.linspace(0.0, 0.95, 20)  # share of pixels removed, most uncertain first
+ECE_BINS = 15
 POOLING_NOTE = "pixels pooled over the split; AUSE and sparsification curves averaged per image"
+# Output name of the top-class (max softmax) probability: what ECE is defined on.
+SEMANTIC_CONFIDENCE = "semantic_confidence"
 
 
-def _tensor(x: ArrayLike) -> Tensor:
-    return x.detach().cpu() if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+def as_numpy(x: ArrayLike) -> np.ndarray:
+    """``x`` as a numpy array; a torch tensor (any device) is detached and copied to the CPU."""
+    if hasattr(x, "detach"):  # duck-typed so that torch is never imported here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
-def _batched(x: ArrayLike) -> Tensor:
-    """NxHxW tensor from an HxW frame, an NxHxW batch or an Nx1xHxW batch."""
-    t = _tensor(x)
-    if t.dim() == 4:
-        t = t[:, 0]
-    return t.unsqueeze(0) if t.dim() == 2 else t
+def _batched(x: ArrayLike) -> np.ndarray:
+    """NxHxW array from an HxW frame, an NxHxW batch or an Nx1xHxW batch."""
+    a = as_numpy(x)
+    if a.ndim == 4:
+        a = a[:, 0]
+    return a[None] if a.ndim == 2 else a
 
 
 def _per_image_float64(
     pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None
-) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """(prediction, ground truth, uncertainty or None) of each image of a batch, as float64."""
-    pred, target = _batched(pred).double(), _batched(target).double()
-    unc = _batched(uncertainty).double() if uncertainty is not None else [None] * len(pred)
-    yield from zip(pred, target, unc, strict=True)
+    p = _batched(pred).astype(np.float64)
+    t = _batched(target).astype(np.float64)
+    u = _batched(uncertainty).astype(np.float64) if uncertainty is not None else [None] * len(p)
+    yield from zip(p, t, u, strict=True)
 
 
 class _Summed:
@@ -69,23 +77,25 @@ class _Summed:
                 setattr(self, name, mine + theirs)
 
 
-def sparsification_curves(errors: Tensor, uncertainty: Tensor) -> tuple[np.ndarray, np.ndarray]:
+def sparsification_curves(errors: np.ndarray, uncertainty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean error of the pixels kept after removing each ``SPARSIFICATION_FRACTIONS`` share.
 
     Returns (by uncertainty, oracle by true error); both start at the mean error of all pixels.
     The metric must be a per-pixel mean (EPE, AbsRel, 1 - accuracy) so that removal is exact.
+    Ties keep pixel order (stable sort), so a constant uncertainty removes pixels in scan order.
     """
-    n = errors.numel()
-    errors = errors.double()
+    errors = np.asarray(errors, np.float64).reshape(-1)
+    uncertainty = np.asarray(uncertainty, np.float64).reshape(-1)
+    n = errors.size
+    kept_from = np.minimum((SPARSIFICATION_FRACTIONS * n).astype(np.int64), n - 1)
 
-    def curve(order: Tensor) -> np.ndarray:
+    def curve(order: np.ndarray) -> np.ndarray:
         # Sorted most-uncertain first, the kept pixels after removing k are the suffix [k:].
-        suffix_sum = errors[order].flip(0).cumsum(0).flip(0)
-        kept_from = torch.as_tensor((SPARSIFICATION_FRACTIONS * n).astype(np.int64)).clamp_max(n - 1)
-        return (suffix_sum[kept_from] / (n - kept_from).double()).numpy()
+        suffix_sum = np.cumsum(errors[order][::-1])[::-1]
+        return suffix_sum[kept_from] / (n - kept_from)
 
-    by_uncertainty = curve(torch.argsort(uncertainty.double(), descending=True, stable=True))
-    oracle = curve(torch.argsort(errors, descending=True, stable=True))
+    by_uncertainty = curve(np.argsort(-uncertainty, kind="stable"))
+    oracle = curve(np.argsort(-errors, kind="stable"))
     return by_uncertainty, oracle
 
 
@@ -110,9 +120,9 @@ class SparsificationAccumulator(_Summed):
         self.ause_sum = 0.0
         self.images = 0
 
-    def update(self, errors: Tensor, uncertainty: Tensor) -> None:
+    def update(self, errors: np.ndarray, uncertainty: np.ndarray) -> None:
         """Add one image's per-pixel errors and uncertainties (valid pixels only, 1-D)."""
-        if errors.numel() == 0:
+        if errors.size == 0:
             return
         curve, oracle = sparsification_curves(errors, uncertainty)
         self.curve_sum += curve
@@ -133,78 +143,104 @@ class SparsificationAccumulator(_Summed):
 
 
 class ExpectedCalibrationError(_Summed):
-    """Top-label ECE with equal-width confidence bins, streamed (pixels pooled).
+    """ECE of the top-class probability (Guo et al. 2017), equal-width bins, pixels pooled.
 
-    Same binning as torchmetrics' ``BinaryCalibrationError(norm="l1")`` fed (confidence,
-    correct); written as running per-bin sums because torchmetrics keeps every pixel in memory
-    and its multiclass form needs all class probabilities, which exported models do not output.
+    ECE = sum over bins b of (n_b / N) * |accuracy_b - mean confidence_b|, where a pixel's
+    confidence is its top-class (max softmax) probability, it is correct when the top class is
+    the label, and bin b of ``n_bins`` (15 by default) holds confidences in (b/n, (b+1)/n]
+    (0 joins the first bin). Streamed as per-bin sums; torchmetrics' ``MulticlassCalibrationError``
+    computes the same but needs every class probability of every pixel, and torch.
     """
 
     _SUMS = ("count", "confidence_sum", "correct_sum")
 
-    def __init__(self, n_bins: int = 15) -> None:
-        self.boundaries = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
-        self.count = torch.zeros(n_bins + 1, dtype=torch.float64)
-        self.confidence_sum = torch.zeros(n_bins + 1, dtype=torch.float64)
-        self.correct_sum = torch.zeros(n_bins + 1, dtype=torch.float64)
+    def __init__(self, n_bins: int = ECE_BINS) -> None:
+        self.edges = np.linspace(0.0, 1.0, n_bins + 1)
+        self.count = np.zeros(n_bins)
+        self.confidence_sum = np.zeros(n_bins)
+        self.correct_sum = np.zeros(n_bins)
 
-    def update(self, confidence: Tensor, correct: Tensor) -> None:
-        """Add 1-D confidences in [0, 1] and 0/1 correctness of the same pixels."""
-        confidence = confidence.double().clamp(0.0, 1.0)
-        index = torch.bucketize(confidence, self.boundaries, right=True) - 1
-        self.count.scatter_add_(0, index, torch.ones_like(confidence))
-        self.confidence_sum.scatter_add_(0, index, confidence)
-        self.correct_sum.scatter_add_(0, index, correct.double())
+    def update(self, confidence: np.ndarray, correct: np.ndarray) -> None:
+        """Add top-class probabilities in [0, 1] (1-D) and the 0/1 correctness of the same pixels."""
+        confidence = np.clip(np.asarray(confidence, np.float64).reshape(-1), 0.0, 1.0)
+        n_bins = len(self.count)
+        # searchsorted on the inner edges: index b with edges[b] < c <= edges[b + 1].
+        index = np.searchsorted(self.edges[1:-1], confidence, side="left")
+        self.count += np.bincount(index, minlength=n_bins)
+        self.confidence_sum += np.bincount(index, weights=confidence, minlength=n_bins)
+        self.correct_sum += np.bincount(
+            index, weights=np.asarray(correct, np.float64).reshape(-1), minlength=n_bins
+        )
+
+    def bins(self) -> dict[str, np.ndarray]:
+        """The reliability diagram: bin edges, then per bin mean confidence, accuracy (NaN when
+        empty) and pixel count."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            confidence = np.where(self.count > 0, self.confidence_sum / self.count, np.nan)
+            accuracy = np.where(self.count > 0, self.correct_sum / self.count, np.nan)
+        return {"edges": self.edges, "confidence": confidence, "accuracy": accuracy, "count": self.count}
 
     def compute(self) -> float:
         total = self.count.sum()
         if total == 0:
             return float("nan")
-        return float((self.correct_sum - self.confidence_sum).abs().sum() / total)
+        return float(np.abs(self.correct_sum - self.confidence_sum).sum() / total)
 
 
-class SegmentationMetrics:
-    """mIoU, per-class IoU and pixel accuracy (torchmetrics confusion matrix, pixels pooled over
-    the split), plus ECE and error AUSE when an uncertainty in [0, 1] (1 - confidence) is given.
+class SegmentationMetrics(_Summed):
+    """mIoU, per-class IoU and pixel accuracy (pixels pooled over the split), ECE of the top-class
+    probability when ``confidence`` is given, and AUSE of the error when an ``uncertainty`` is.
 
-    mIoU averages the classes that occur in the ground truth or the predictions of the split.
+    mIoU averages the classes that occur in the ground truth or the predictions of the split. The
+    confusion matrix is one ``np.bincount`` per update (torchmetrics' would need torch).
     """
 
+    _SUMS = ("confusion", "ece", "sparsification")
+
     def __init__(self, num_classes: int = NUM_CLASSES, class_names: tuple[str, ...] = CLASS_NAMES) -> None:
+        self.num_classes = num_classes
         self.class_names = class_names
-        # sync_on_compute off: one process evaluates (rank 0 under DDP); a sync would wait forever.
-        # validate_args off: its torch.unique over every pixel cost more than the update itself, and
-        # the inputs are class-id maps this module builds.
-        self.confusion = MulticlassConfusionMatrix(
-            num_classes, ignore_index=IGNORE_INDEX, sync_on_compute=False, validate_args=False
-        )
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)  # [ground truth, prediction]
         self.ece = ExpectedCalibrationError()
         self.sparsification = SparsificationAccumulator()
 
-    def update(self, pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None = None) -> None:
-        """Add predicted class ids and labels (HxW or NxHxW; 255 = ignore) of some frames."""
-        pred, target = _batched(pred).long(), _batched(target).long()
-        self.confusion.update(pred, target)
-        if uncertainty is None:
-            return
-        for p, t, u in zip(pred, target, _batched(uncertainty).float(), strict=True):
-            valid = t != IGNORE_INDEX
-            correct = (p[valid] == t[valid]).double()
-            self.ece.update(1.0 - u[valid], correct)
-            self.sparsification.update(1.0 - correct, u[valid])
+    def update(
+        self,
+        pred: ArrayLike,
+        target: ArrayLike,
+        confidence: ArrayLike | None = None,
+        uncertainty: ArrayLike | None = None,
+    ) -> None:
+        """Add predicted class ids and labels (HxW or NxHxW; 255 = ignore) of some frames.
 
-    def merge(self, other: SegmentationMetrics) -> None:
-        self.confusion.merge_state(other.confusion)
-        self.ece.merge(other.ece)
-        self.sparsification.merge(other.sparsification)
+        ``confidence``: the predicted class's probability (max softmax) per pixel, for ECE.
+        ``uncertainty``: any per-pixel score, higher = less sure (e.g. normalised entropy), for AUSE.
+        """
+        pred, target = _batched(pred).astype(np.int64), _batched(target).astype(np.int64)
+        valid = target != IGNORE_INDEX
+        labels, predicted = target[valid], pred[valid]
+        for name, ids in (("label", labels), ("predicted class", predicted)):
+            if ids.size and (ids.min() < 0 or ids.max() >= self.num_classes):
+                bad = ids[(ids < 0) | (ids >= self.num_classes)][0]
+                raise ValueError(f"{name} id {bad} outside 0..{self.num_classes - 1} (255 = ignore)")
+        cells = np.bincount(labels * self.num_classes + predicted, minlength=self.num_classes**2)
+        self.confusion += cells.reshape(self.num_classes, self.num_classes)
+        conf = _batched(confidence) if confidence is not None else [None] * len(pred)
+        unc = _batched(uncertainty) if uncertainty is not None else [None] * len(pred)
+        for p, t, ok, c, u in zip(pred, target, valid, conf, unc, strict=True):
+            correct = (p[ok] == t[ok]).astype(np.float64)
+            if c is not None:
+                self.ece.update(c[ok], correct)
+            if u is not None:
+                self.sparsification.update(1.0 - correct, u[ok])
 
     def compute(self) -> dict[str, Any]:
         # Without any update (a split with no semantic labels) the matrix is all zeros -> NaN metrics.
-        cm = (self.confusion.compute() if self.confusion.update_called else self.confusion.confmat).double()
-        tp = cm.diag()
+        cm = self.confusion.astype(np.float64)
+        tp = np.diag(cm)
         union = cm.sum(0) + cm.sum(1) - tp
-        iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
         present = union > 0
+        iou = np.where(present, tp / np.maximum(union, 1.0), np.nan)
         out: dict[str, Any] = {
             "miou": float(iou[present].mean()) if present.any() else float("nan"),
             "pixel_accuracy": float(tp.sum() / cm.sum()) if cm.sum() > 0 else float("nan"),
@@ -234,9 +270,9 @@ class DisparityMetrics(_Summed):
     def update(self, pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None = None) -> None:
         """Add predicted and ground-truth disparity (pixels; HxW or NxHxW; gt 0 = invalid)."""
         for p, t, u in _per_image_float64(pred, target, uncertainty):
-            valid = (t > 0) & torch.isfinite(t)
-            error = (p[valid] - t[valid]).abs()
-            error = torch.where(torch.isfinite(error), error, torch.full_like(error, 1e6))
+            valid = (t > 0) & np.isfinite(t)
+            error = np.abs(p[valid] - t[valid])
+            error = np.where(np.isfinite(error), error, 1e6)  # a NaN/inf prediction is far off
             self.abs_error_sum += float(error.sum())
             self.outliers += int(((error > 3.0) & (error > 0.05 * t[valid])).sum())
             self.pixels += int(valid.sum())
@@ -276,12 +312,12 @@ class DepthMetrics(_Summed):
             valid = (t > 0) & (t <= self.max_depth)
             # Predictions are capped to (0, max_depth] as in the KITTI/Eigen protocol (a tiny
             # disparity would otherwise dominate RMSE); NaN counts as far off, not skipped.
-            d = torch.nan_to_num(p[valid], nan=1e-3, posinf=self.max_depth).clamp(1e-3, self.max_depth)
+            d = np.clip(np.nan_to_num(p[valid], nan=1e-3, posinf=self.max_depth), 1e-3, self.max_depth)
             g = t[valid]
-            abs_rel = (d - g).abs() / g
+            abs_rel = np.abs(d - g) / g
             self.abs_rel_sum += float(abs_rel.sum())
-            self.squared_sum += float((d - g).square().sum())
-            self.delta1 += int((torch.maximum(d / g, g / d) < 1.25).sum())
+            self.squared_sum += float(np.square(d - g).sum())
+            self.delta1 += int((np.maximum(d / g, g / d) < 1.25).sum())
             self.pixels += int(valid.sum())
             if u is not None:
                 self.sparsification.update(abs_rel, u[valid])
@@ -314,7 +350,8 @@ class MultiTaskMetrics:
         """Add one frame (or batch) of predictions named as the exported model's outputs.
 
         ``sample`` holds ``semantic``, ``disparity``, ``depth`` and optionally ``has_semantic`` /
-        ``has_depth``; numpy arrays and torch tensors are both accepted.
+        ``has_depth``; numpy arrays and torch tensors are both accepted. ECE needs the
+        ``semantic_confidence`` output (top-class probability); without it ``seg_ece`` is NaN.
         """
         keep_semantic = _flags(sample.get("has_semantic", True))
         keep_depth = _flags(sample.get("has_depth", True))
@@ -324,6 +361,7 @@ class MultiTaskMetrics:
                     keep_semantic,
                     outputs["semantic"],
                     sample["semantic"],
+                    outputs.get(SEMANTIC_CONFIDENCE),
                     outputs.get("semantic_uncertainty"),
                 )
             )
@@ -360,14 +398,17 @@ class MultiTaskMetrics:
         return out
 
 
-def _flags(value: Any) -> Tensor:
-    return torch.as_tensor(np.asarray(value.cpu() if isinstance(value, Tensor) else value), dtype=torch.bool)
+def _flags(value: Any) -> np.ndarray:
+    return as_numpy(value).astype(bool).reshape(-1)
 
 
-def _select(keep: Tensor, *arrays: ArrayLike | None) -> list[Tensor | None]:
-    """The frames of each (batched) array whose flag is set."""
-    keep = keep.reshape(-1)
-    return [None if a is None else _batched(a)[keep] for a in arrays]
+def _select(keep: np.ndarray, *arrays: ArrayLike | None) -> list[np.ndarray | None]:
+    """The frames of each (batched) array whose flag is set (one flag applies to every frame)."""
+    out: list[np.ndarray | None] = []
+    for a in arrays:
+        batch = None if a is None else _batched(a)
+        out.append(None if batch is None else batch[np.broadcast_to(keep, (len(batch),))])
+    return out
 
 
 # The scalar accuracy metrics every evaluation reports (when measured), in print order.
