@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rosbags.rosbag2 import Reader
 
 from mtl_perception.errors import UserError
+from mtl_perception.image_codec import decode_compressed
 from mtl_perception.replay import rosbag_io
 
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -100,15 +100,7 @@ class ReplayFrame:
 def decode_image(msgtype: str, msg: Any) -> tuple[np.ndarray, str]:
     """(array, encoding) of a sensor_msgs Image or CompressedImage (decoded as BGR or mono)."""
     if msgtype == COMPRESSED_IMAGE:
-        buffer = np.asarray(msg.data, dtype=np.uint8)
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
-        if image is None:
-            raise ValueError(f"cannot decode CompressedImage (format {msg.format!r})")
-        if image.ndim == 2:
-            return image, "mono8"
-        if image.shape[2] == 4:
-            return image, "bgra8"
-        return image, "bgr8"
+        return decode_compressed(msg.data, msg.format)
     return rosbag_io.image_to_numpy(msg), msg.encoding
 
 
