@@ -22,7 +22,6 @@ ROS_WHEELS = [
     "ros-geometry-msgs",
     "ros-visualization-msgs",
     "ros-diagnostic-msgs",
-    "ros-lifecycle-msgs",
     "ros-std-srvs",
 ]
 
