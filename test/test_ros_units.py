@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import rclpy
@@ -18,11 +19,14 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from mtl_perception.commands import run as run_command
+from mtl_perception.image_codec import decode_compressed
+from mtl_perception.replay.bag_source import COMPRESSED_IMAGE, decode_image
 from mtl_perception.ros.conversions import (
     InvalidMessageError,
+    compressed_to_numpy,
     disparity_image,
     image_to_numpy,
     intrinsics_from_camera_info,
@@ -83,6 +87,40 @@ def test_bad_images_are_refused_with_a_reason(msg: Image, reason: str) -> None:
         image_to_numpy(msg)
 
 
+@pytest.mark.parametrize(
+    ("shape", "encoding"), [((6, 8, 3), "bgr8"), ((6, 8, 4), "bgra8"), ((6, 8), "mono8")]
+)
+def test_compressed_png_decodes_losslessly(shape: tuple[int, ...], encoding: str) -> None:
+    array = RNG.integers(0, 256, shape, dtype=np.uint8)
+    ok, png = cv2.imencode(".png", array)
+    assert ok
+    msg = CompressedImage(format="png", data=png.tobytes())
+    decoded, decoded_encoding = compressed_to_numpy(msg)
+    assert decoded_encoding == encoding
+    np.testing.assert_array_equal(decoded, array)
+    # replay reads bags through the same decoder (rosbags messages carry data as a uint8 array)
+    bag_msg = argparse.Namespace(format="png", data=png.reshape(-1))
+    replayed, replayed_encoding = decode_image(COMPRESSED_IMAGE, bag_msg)
+    assert replayed_encoding == encoding
+    np.testing.assert_array_equal(replayed, array)
+
+
+def test_compressed_jpeg_and_bad_payloads() -> None:
+    array = np.full((16, 24, 3), (30, 120, 200), np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", array, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    decoded, encoding = decode_compressed(jpeg.tobytes(), "jpeg")
+    assert encoding == "bgr8" and decoded.shape == (16, 24, 3)
+    assert np.abs(decoded.astype(int) - array).max() <= 3  # lossy, but this flat colour survives
+    with pytest.raises(InvalidMessageError, match=r"cannot decode.*'jpeg'"):
+        compressed_to_numpy(CompressedImage(format="jpeg", data=jpeg.tobytes()[:40]))
+    with pytest.raises(InvalidMessageError, match="cannot decode"):
+        compressed_to_numpy(CompressedImage(format="jpeg", data=b""))
+    ok, png16 = cv2.imencode(".png", np.zeros((4, 4), np.uint16))
+    with pytest.raises(ValueError, match="uint16, not 8-bit"):
+        decode_compressed(png16.tobytes(), "16UC1; png compressed")
+
+
 def test_stereo_intrinsics_and_bad_camera_info() -> None:
     left, right = camera_info(64, 32, fx=80.0), camera_info(64, 32, fx=80.0, tx=-80.0 * 0.2)
     intrinsics = stereo_intrinsics(left, right)
@@ -135,7 +173,7 @@ def test_exact_sync_pairs_equal_stamps_only() -> None:
     pair = sync.push_right(100, "R100")
     assert pair is not None and (pair.left, pair.right) == ("L100", "R100")
     assert sync.pending() == (0, 1)  # R101 is newer than the pair: it may still match L101
-    assert sync.dropped == 0
+    assert sync.unmatched == 0
     assert sync.push_left(101, "L101") is not None
 
 
@@ -145,20 +183,62 @@ def test_approximate_sync_takes_the_closest_stamp_within_tolerance() -> None:
     sync.push_left(10_000_000, "near")
     pair = sync.push_right(12_000_000, "R")
     assert pair is not None and pair.left == "near"
-    assert sync.dropped == 1  # "far" is older than the match
+    assert sync.unmatched == 1  # "far" is older than the match
     assert sync.push_right(30_000_000, "R2") is None  # 18 ms from anything: no match
     sync.configure(approximate=False, tolerance_s=0.0)
     assert sync.push_left(30_000_001, "L") is None
 
 
-def test_sync_queue_is_bounded_and_counts_drops() -> None:
-    sync: StereoSynchronizer[int] = StereoSynchronizer(2)
+def test_sync_queue_is_bounded_and_counts_unmatched() -> None:
+    reported: list[int] = []
+    sync: StereoSynchronizer[int] = StereoSynchronizer(2, on_unmatched=reported.append)
     for stamp in range(10):
         sync.push_left(stamp, stamp)
     assert sync.pending() == (2, 0)
-    assert sync.dropped == 8
+    assert sync.unmatched == 8 and sum(reported) == 8
     pair = sync.push_right(9, 9)
-    assert pair is not None and pair.left == 9 and sync.dropped == 9
+    assert pair is not None and pair.left == 9 and sync.unmatched == 9 and sync.pairs == 1
+    assert sum(reported) == 9
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_sync_accounts_for_every_message(approximate: bool) -> None:
+    """pushed = 2 * pairs + unmatched + waiting after every push, and flush empties the queues."""
+    rng = np.random.default_rng(3)
+    reported: list[int] = []
+    sync: StereoSynchronizer[int] = StereoSynchronizer(
+        3, approximate=approximate, tolerance_s=0.002, on_unmatched=reported.append
+    )
+    pushed = 0
+    for frame in range(300):
+        stamp = frame * 10_000_000
+        sides = [sync.push_left, sync.push_right]
+        rng.shuffle(sides)  # either camera's message may come first
+        for push in sides:
+            if rng.random() < 0.8:  # some messages never come: their partners stay single
+                jitter = int(rng.integers(0, 1_500_000)) if approximate else 0
+                push(stamp + jitter, frame)
+                pushed += 1
+                assert pushed == 2 * sync.pairs + sync.unmatched + sum(sync.pending())
+    assert 0 < sync.pairs < 300 and sync.unmatched > 0 and sum(reported) == sync.unmatched
+    waiting = sum(sync.pending())
+    assert sync.flush() == waiting and sync.pending() == (0, 0)
+    assert pushed == 2 * sync.pairs + sync.unmatched
+
+
+def test_sync_reports_stamps_that_never_match() -> None:
+    sync: StereoSynchronizer[int] = StereoSynchronizer(2)
+    for frame in range(3):  # one side alone is a missing camera, not a stamp mismatch
+        sync.push_left(frame * 100, frame)
+    assert sync.mismatch() is None
+    for frame in range(2):
+        sync.push_right(frame * 100 + 1, frame)  # 1 ns off: exact sync never matches
+    assert sync.mismatch() is None  # the right queue has not overflowed yet
+    sync.push_right(201, 2)
+    assert sync.mismatch() == (200, 201)
+    sync.configure(approximate=True, tolerance_s=1e-8)
+    assert sync.push_left(300, 3) is None and sync.push_right(301, 3) is not None
+    assert sync.mismatch() is None  # a pair formed: the streak is over
 
 
 # -- parameters -----------------------------------------------------------------------------------
@@ -172,6 +252,18 @@ def test_parameter_validation_messages() -> None:
     assert problem is not None and "read-only" in problem
     values, problem = apply_changes(NodeParameters(), [Parameter("confidence_threshold", value=2.5)])
     assert problem is None and values.confidence_threshold == 2.5
+
+
+def test_resize_transport_and_timeout_parameters_are_checked() -> None:
+    assert "resize_mode" in (validate(NodeParameters(resize_mode="crop")) or "")
+    assert "input_transport" in (validate(NodeParameters(input_transport="theora")) or "")
+    assert "input_timeout_seconds" in (validate(NodeParameters(input_timeout_seconds=-1.0)) or "")
+    assert validate(NodeParameters(resize_mode="letterbox", input_transport="compressed")) is None
+    for name, value in (("resize_mode", "letterbox"), ("input_transport", "compressed")):
+        _, problem = apply_changes(NodeParameters(), [Parameter(name, value=value)])
+        assert problem is not None and "read-only" in problem  # the pipeline / subscriptions are built once
+    values, problem = apply_changes(NodeParameters(), [Parameter("input_timeout_seconds", value=0.0)])
+    assert problem is None and values.input_timeout_seconds == 0.0
 
 
 @pytest.mark.parametrize("mode", ["stereo", "mono"])
@@ -232,7 +324,7 @@ def test_run_command_passes_ros_arguments_through() -> None:
 
 def test_statistics_rates_drops_and_warn_state() -> None:
     now = [100.0]
-    stats = NodeStatistics("node", "hw", window_s=2.0, clock=lambda: now[0])
+    stats = NodeStatistics("node", "hw", window_s=2.0, stale_after_s=0.0, clock=lambda: now[0])
     for _ in range(4):
         stats.input_received()
         stats.published(latency_ms=20.0, infer_ms=5.0)
@@ -249,6 +341,95 @@ def test_statistics_rates_drops_and_warn_state() -> None:
     now[0] += 10.0
     assert stats.to_status().level == DiagnosticStatus.OK
     assert stats.to_status().values[1].value == "0.00"  # the input rate decays once frames stop
+
+
+def _values(status: DiagnosticStatus) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def test_statistics_buckets_and_summary_add_up() -> None:
+    waiting = [1]
+    stats = NodeStatistics("node", "hw", views=2, waiting_images=lambda: waiting[0])
+    for _ in range(9):
+        stats.image_received()
+    stats.unmatched(2)
+    for _ in range(3):
+        stats.input_received()
+    stats.published(latency_ms=10.0, infer_ms=2.0)
+    stats.dropped()
+    values = _values(stats.to_status())
+    images = [values[f"images {k}"] for k in ("in", "unmatched", "waiting")]
+    frames = [values[f"frames {k}"] for k in ("in", "processed", "dropped")]
+    assert images == ["9", "2", "1"] and frames == ["3", "1", "1"]
+    assert values["frames in progress"] == "1"  # the third pair is still with the worker
+    stats.rejected("unsupported encoding '16UC1'")
+    waiting[0] = 0
+    stats.unmatched(1)  # the shutdown flush
+    assert stats.summary() == (
+        "frames in 3: processed 1, dropped 1, rejected 1 (a frame is a stereo pair); "
+        "images in 9: paired 6, unmatched 3"
+    )
+    mono = NodeStatistics("node", "hw")
+    assert "images unmatched" not in _values(mono.to_status())
+    assert mono.summary() == "frames in 0: processed 0, dropped 0, rejected 0"
+
+
+def test_statistics_stale_without_input_and_not_while_paused() -> None:
+    now = [0.0]
+    stats = NodeStatistics("node", "hw", stale_after_s=3.0, clock=lambda: now[0])
+    assert stats.to_status().level == DiagnosticStatus.OK
+    now[0] = 3.5
+    status = stats.to_status()
+    assert status.level == DiagnosticStatus.STALE and "no input image yet for 3.5 s" in status.message
+    stats.image_received()
+    assert stats.to_status().level == DiagnosticStatus.OK
+    now[0] = 10.0
+    assert "no input image for 6.5 s" in stats.to_status().message
+    stats.set_paused(True)
+    assert stats.to_status().level == DiagnosticStatus.WARN  # paused: silence is expected
+    now[0] = 20.0
+    stats.set_paused(False)  # resuming restarts the clock
+    assert stats.to_status().level == DiagnosticStatus.OK
+    stats.stale_after_s = 0.0
+    now[0] = 1000.0
+    assert stats.to_status().level == DiagnosticStatus.OK
+
+
+def test_statistics_zero_stamps_stay_out_of_latency() -> None:
+    now = [0.0]
+    stats = NodeStatistics("node", "hw", stale_after_s=0.0, clock=lambda: now[0])
+    stats.published(latency_ms=30.0, infer_ms=1.0)
+    stats.zero_stamp()
+    stats.published(latency_ms=None, infer_ms=1.0)
+    status = stats.to_status()
+    values = _values(status)
+    assert values["latency mean (ms)"] == "30.0" and values["latency max (ms)"] == "30.0"
+    assert values["frames processed"] == "2" and values["frames with zero stamp"] == "1"
+    assert status.level == DiagnosticStatus.WARN and "stamps are 0" in status.message
+    now[0] = 10.0
+    assert stats.to_status().level == DiagnosticStatus.OK  # the warning holds a few seconds
+
+
+def test_statistics_conditions_combine_and_clear() -> None:
+    now = [0.0]
+    stats = NodeStatistics("node", "hw", stale_after_s=1.0, clock=lambda: now[0])
+    stats.image_received()
+    stats.set_condition("qos left", "incompatible QoS on /left: RELIABILITY")
+    stats.note("incompatible QoS", "/left: RELIABILITY (1 publishers in all)")
+    stats.lost(4)
+    status = stats.to_status()
+    assert status.level == DiagnosticStatus.WARN
+    assert "RELIABILITY" in status.message and "4 messages lost" in status.message
+    assert _values(status)["messages lost"] == "4" and "RELIABILITY" in _values(status)["incompatible QoS"]
+    now[0] = 2.0
+    status = stats.to_status()
+    assert status.level == DiagnosticStatus.STALE  # the worst level wins, every message is kept
+    assert status.message.startswith("no input image") and "RELIABILITY" in status.message
+    stats.set_condition("qos left", None)
+    stats.image_received()
+    now[0] = 10.0
+    stats.image_received()
+    assert stats.to_status().level == DiagnosticStatus.OK and stats.to_status().message == "running"
 
 
 def test_steering_contract_and_marker_direction() -> None:

@@ -12,20 +12,13 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
-# encoding -> (channels, dtype); the colour/mono ones are what the network can read.
-ENCODINGS: dict[str, tuple[int, np.dtype]] = {
-    "rgb8": (3, np.dtype(np.uint8)),
-    "bgr8": (3, np.dtype(np.uint8)),
-    "rgba8": (4, np.dtype(np.uint8)),
-    "bgra8": (4, np.dtype(np.uint8)),
-    "mono8": (1, np.dtype(np.uint8)),
-    "32FC1": (1, np.dtype(np.float32)),
-}
-INPUT_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+from mtl_perception.contract import ENCODINGS, INPUT_ENCODINGS, disparity_message_values
+from mtl_perception.image_codec import decode_compressed
+
 _HOST_BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -41,7 +34,7 @@ def image_to_numpy(msg: Image, allowed: tuple[str, ...] = INPUT_ENCODINGS) -> np
         )
     if msg.height == 0 or msg.width == 0:
         raise InvalidMessageError(f"zero-size image ({msg.width}x{msg.height})")
-    channels, dtype = ENCODINGS[msg.encoding]
+    channels, dtype = ENCODINGS[msg.encoding].channels, ENCODINGS[msg.encoding].dtype
     row_bytes = msg.width * channels * dtype.itemsize
     if msg.step < row_bytes:
         raise InvalidMessageError(
@@ -60,9 +53,17 @@ def image_to_numpy(msg: Image, allowed: tuple[str, ...] = INPUT_ENCODINGS) -> np
     return rows.reshape(shape)
 
 
+def compressed_to_numpy(msg: CompressedImage) -> tuple[np.ndarray, str]:
+    """(array, encoding) of a CompressedImage: bgr8, bgra8 or mono8, as cv2.imdecode gives them."""
+    try:
+        return decode_compressed(msg.data, msg.format)
+    except ValueError as exc:
+        raise InvalidMessageError(str(exc)) from exc
+
+
 def numpy_to_image(array: np.ndarray, encoding: str, header: Header) -> Image:
     """Pack an HxW / HxWxC array as an Image with ``header`` (host byte order, no row padding)."""
-    channels, dtype = ENCODINGS[encoding]
+    channels, dtype = ENCODINGS[encoding].channels, ENCODINGS[encoding].dtype
     expected_ndim = 2 if channels == 1 else 3
     if array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
         raise ValueError(f"array of shape {array.shape} does not fit encoding {encoding}")
@@ -150,20 +151,21 @@ def disparity_image(
     max_disparity: float,
     delta_d: float,
 ) -> DisparityImage:
-    """A stereo_msgs/DisparityImage; pixels below ``min_disparity`` are invalid (msg convention).
+    """A stereo_msgs/DisparityImage of a published disparity (NaN = invalid, see contract).
 
-    ``valid_window`` is the bounding box of the valid pixels, so consumers can skip the blind
-    band on the left where the right view has no overlap.
+    Invalid pixels are written as ``min_disparity - 1`` (the message's convention: below the range
+    is invalid). ``valid_window`` is the bounding box of the valid pixels, so consumers can skip
+    the blind band on the left where the right view has no overlap.
     """
     msg = DisparityImage()
     msg.header = header
-    msg.image = numpy_to_image(disparity.astype(np.float32, copy=False), "32FC1", header)
+    msg.image = numpy_to_image(disparity_message_values(disparity, min_disparity), "32FC1", header)
     msg.f = float(focal_length)
     msg.t = float(baseline)
     msg.min_disparity = float(min_disparity)
     msg.max_disparity = float(max_disparity)
     msg.delta_d = float(delta_d)
-    valid = disparity >= min_disparity
+    valid = np.isfinite(disparity) & (disparity >= min_disparity)
     rows = np.flatnonzero(valid.any(axis=1))
     cols = np.flatnonzero(valid.any(axis=0))
     if rows.size:

@@ -1,7 +1,17 @@
 """Frame statistics of the node and their diagnostic_msgs/DiagnosticStatus form.
 
-Kept free of node logic so the numbers (rates, latency, drops) can be unit-tested. Hand-written
-because diagnostic_updater has no PyPI wheel.
+Kept free of node logic so the numbers (rates, latency, accounting) can be unit-tested.
+Hand-written because diagnostic_updater has no PyPI wheel.
+
+Accounting (DESIGN.md, Node parameters): every image the node takes in ends in exactly one bucket.
+A *frame* is what the worker runs on: a stereo pair, or one mono image. Once the counts settle
+(the worker idle, nothing waiting for a partner):
+
+    images in = views * frames in + images unmatched        (views: 2 stereo, 1 mono)
+    frames in = frames processed + frames dropped + frames rejected
+
+``images waiting`` (stereo images still hoping for a partner) and ``frames in progress`` (in the
+worker's slot or being inferred) are the only in-between states, and both are published.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-# How long a bad-input reason keeps the status at WARN after the last bad frame.
+# How long a bad-input reason (rejected frame, zero stamp, lost message) keeps the status at WARN.
 WARN_HOLD_S = 5.0
 
 
@@ -45,41 +55,76 @@ class _Window:
 
 
 class NodeStatistics:
-    """Counts and rolling windows the node updates from its callbacks and worker (thread-safe)."""
+    """Counts and rolling windows the node updates from its callbacks and worker (thread-safe).
+
+    ``views`` is 2 for a stereo node (a frame is a pair of images), 1 for mono. ``stale_after_s``:
+    with no image for longer than this (and not paused) the status is STALE; 0 disables it.
+    ``waiting_images`` reports how many images wait for a stereo partner (published as is).
+    """
 
     def __init__(
         self,
         name: str,
         hardware_id: str,
         *,
+        views: int = 1,
         window_s: float = 5.0,
+        stale_after_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
+        waiting_images: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
         self.hardware_id = hardware_id
         self.backend = ""
+        self.views = views
+        self.stale_after_s = stale_after_s
         self._clock = clock
+        self._waiting_images = waiting_images
         self._lock = threading.Lock()
         self._inputs = _Window(window_s)
         self._outputs = _Window(window_s)
         self._latency_ms = _Window(window_s)
         self._infer_ms = _Window(window_s)
+        self.images_in = 0
+        self.images_unmatched = 0
         self.frames_in = 0
-        self.frames_out = 0
+        self.frames_out = 0  # processed: outputs published
         self.frames_dropped = 0
         self.frames_rejected = 0
+        self.frames_zero_stamp = 0
+        self.messages_lost = 0
         self.last_problem = ""
         self._last_problem_time = -float("inf")
+        self._last_zero_stamp_time = -float("inf")
+        self._last_lost_time = -float("inf")
+        self._last_image_time: float | None = None
+        self._started = clock()
+        # Lasting conditions (key -> WARN message) that hold until the node clears them.
+        self._conditions: dict[str, str] = {}
+        self._notes: dict[str, str] = {}
         self.paused = False
 
+    # -- accounting ------------------------------------------------------------------------------
+
+    def image_received(self) -> None:
+        """An image was taken in (before any matching); also what keeps the status from STALE."""
+        with self._lock:
+            self.images_in += 1
+            self._last_image_time = self._clock()
+
+    def unmatched(self, count: int = 1) -> None:
+        """Stereo images discarded because their partner never came (the synchronizer's callback)."""
+        with self._lock:
+            self.images_unmatched += count
+
     def input_received(self) -> None:
-        """A matched input (pair or mono image) was accepted for processing."""
+        """A frame (matched pair or mono image) was handed to the worker."""
         with self._lock:
             self.frames_in += 1
             self._inputs.add(self._clock())
 
     def dropped(self, count: int = 1) -> None:
-        """Frames replaced by newer ones (or unmatched) before inference."""
+        """Frames replaced by a newer one (or discarded by a pause or shutdown) before inference."""
         with self._lock:
             self.frames_dropped += count
 
@@ -90,19 +135,58 @@ class NodeStatistics:
             self.last_problem = reason
             self._last_problem_time = self._clock()
 
-    def published(self, latency_ms: float, infer_ms: float) -> None:
-        """A frame's outputs went out; latency is from its header stamp."""
+    def published(self, latency_ms: float | None, infer_ms: float) -> None:
+        """A frame's outputs went out; latency is from its header stamp (None: no usable stamp)."""
         with self._lock:
             now = self._clock()
             self.frames_out += 1
             self._outputs.add(now)
-            self._latency_ms.add(now, latency_ms)
+            if latency_ms is not None:
+                self._latency_ms.add(now, latency_ms)
             self._infer_ms.add(now, infer_ms)
 
+    # -- input health ----------------------------------------------------------------------------
+
+    def zero_stamp(self) -> None:
+        """A frame whose header stamp is 0: processed, but kept out of the latency statistics."""
+        with self._lock:
+            self.frames_zero_stamp += 1
+            self._last_zero_stamp_time = self._clock()
+
+    def lost(self, count: int) -> None:
+        """Messages the middleware reports lost before they reached the node (message_lost event)."""
+        with self._lock:
+            self.messages_lost += count
+            self._last_lost_time = self._clock()
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume; a resume restarts the STALE clock (images were ignored meanwhile)."""
+        with self._lock:
+            if self.paused and not paused:
+                self._started, self._last_image_time = self._clock(), None
+            self.paused = paused
+
+    def set_condition(self, key: str, message: str | None) -> None:
+        """Hold WARN with ``message`` until called again with None (sync mismatch, QoS)."""
+        with self._lock:
+            if message is None:
+                self._conditions.pop(key, None)
+            else:
+                self._conditions[key] = message
+
+    def note(self, key: str, value: str) -> None:
+        """An extra key/value shown in diagnostics (a record, e.g. the last incompatible QoS)."""
+        with self._lock:
+            self._notes[key] = value
+
+    # -- reporting -------------------------------------------------------------------------------
+
     def to_status(self) -> DiagnosticStatus:
-        """The current state as one DiagnosticStatus (WARN while bad input is recent or paused)."""
+        """The current state as one DiagnosticStatus; the level is the worst of what is wrong."""
+        waiting = self._waiting_images()  # outside our lock: the synchronizer calls into us under its own
         with self._lock:
             now = self._clock()
+            in_progress = self.frames_in - self.frames_out - self.frames_dropped - self.frames_rejected
             values = {
                 "backend": self.backend,
                 "input rate (Hz)": f"{self._inputs.rate(now):.2f}",
@@ -110,23 +194,63 @@ class NodeStatistics:
                 "latency mean (ms)": f"{self._latency_ms.mean():.1f}",
                 "latency max (ms)": f"{self._latency_ms.max():.1f}",
                 "inference mean (ms)": f"{self._infer_ms.mean():.1f}",
+                "images in": str(self.images_in),
+            }
+            if self.views > 1:
+                values["images unmatched"] = str(self.images_unmatched)
+                values["images waiting"] = str(waiting)
+            values |= {
                 "frames in": str(self.frames_in),
-                "frames out": str(self.frames_out),
+                "frames processed": str(self.frames_out),
                 "frames dropped": str(self.frames_dropped),
                 "frames rejected": str(self.frames_rejected),
+                "frames in progress": str(in_progress),
+                "frames with zero stamp": str(self.frames_zero_stamp),
+                "messages lost": str(self.messages_lost),
                 "last problem": self.last_problem,
+                **self._notes,
             }
-            recent_problem = now - self._last_problem_time < WARN_HOLD_S
-        if recent_problem:
-            level, message = DiagnosticStatus.WARN, f"input rejected: {self.last_problem}"
-        elif self.paused:
-            level, message = DiagnosticStatus.WARN, "paused (enable = false)"
-        else:
-            level, message = DiagnosticStatus.OK, "running"
+            problems = self._problems(now)
+        level = max((lvl for lvl, _ in problems), default=DiagnosticStatus.OK)
         return DiagnosticStatus(
             level=level,
             name=self.name,
-            message=message,
+            message="; ".join(text for _, text in problems) or "running",
             hardware_id=self.hardware_id,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
+
+    def _problems(self, now: float) -> list[tuple[bytes, str]]:
+        """(level, message) of everything wrong now, most severe first (caller holds the lock)."""
+        problems: list[tuple[bytes, str]] = []
+        if self.paused:
+            problems.append((DiagnosticStatus.WARN, "paused (enable = false)"))
+        elif self.stale_after_s > 0:
+            since = self._last_image_time
+            silent_s = now - (since if since is not None else self._started)
+            if silent_s > self.stale_after_s:
+                what = "no input image yet" if since is None else "no input image"
+                problems.append((DiagnosticStatus.STALE, f"{what} for {silent_s:.1f} s"))
+        if now - self._last_problem_time < WARN_HOLD_S:
+            problems.append((DiagnosticStatus.WARN, f"input rejected: {self.last_problem}"))
+        if now - self._last_zero_stamp_time < WARN_HOLD_S:
+            problems.append((DiagnosticStatus.WARN, "input header stamps are 0 (latency not measured)"))
+        if now - self._last_lost_time < WARN_HOLD_S:
+            problems.append((DiagnosticStatus.WARN, f"{self.messages_lost} messages lost in transport"))
+        problems += [(DiagnosticStatus.WARN, message) for message in self._conditions.values()]
+        problems.sort(key=lambda p: p[0], reverse=True)  # stable: same-level order kept
+        return problems
+
+    def summary(self) -> str:
+        """One line with every bucket, for the shutdown log."""
+        with self._lock:
+            frames = (
+                f"frames in {self.frames_in}: processed {self.frames_out}, dropped {self.frames_dropped}, "
+                f"rejected {self.frames_rejected}"
+            )
+            if self.views == 1:
+                return frames
+            return (
+                f"{frames} (a frame is a stereo pair); images in {self.images_in}: "
+                f"paired {self.views * self.frames_in}, unmatched {self.images_unmatched}"
+            )

@@ -18,7 +18,13 @@ from typing import Any, ClassVar
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import (
+    QoSMessageLostInfo,
+    QoSRequestedIncompatibleQoSInfo,
+    SubscriptionEventCallbacks,
+    UnsupportedEventTypeError,
+)
 from rclpy.exceptions import ParameterException
 from rclpy.impl.logging_severity import LoggingSeverity
 from rclpy.logging import get_logger
@@ -29,18 +35,21 @@ from rclpy.qos import (
     QoSHistoryPolicy,
     QoSProfile,
     QoSReliabilityPolicy,
+    qos_policy_name_from_kind,
     qos_profile_sensor_data,
 )
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 from stereo_msgs.msg import DisparityImage
 from visualization_msgs.msg import Marker
 
+from mtl_perception.contract import OutputPolicy
 from mtl_perception.errors import UserError
 from mtl_perception.ros.conversions import (
     InvalidMessageError,
+    compressed_to_numpy,
     disparity_image,
     image_to_numpy,
     intrinsics_from_camera_info,
@@ -105,14 +114,30 @@ class _RosLogHandler(logging.Handler):
 
 @dataclass(frozen=True)
 class _Frame:
-    """One input: the mono image, or a matched stereo pair."""
+    """One input: the mono image, or a matched stereo pair (decoded only when inferred)."""
 
-    left: Image
-    right: Image | None = None
+    left: Image | CompressedImage
+    right: Image | CompressedImage | None = None
+
+
+def output_policy(params: NodeParameters) -> OutputPolicy:
+    """The pipeline's validity policy from the node parameters of the same names."""
+    return OutputPolicy(
+        min_disparity=params.min_disparity,
+        confidence_threshold=params.confidence_threshold,
+        max_disparity=params.max_disparity,
+    )
 
 
 def _stamp_ns(header: Header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _to_array(msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
+    """(array, encoding) of a raw or compressed image; raises InvalidMessageError if unusable."""
+    if isinstance(msg, CompressedImage):
+        return compressed_to_numpy(msg)
+    return image_to_numpy(msg), msg.encoding
 
 
 class PerceptionNode(Node):
@@ -137,9 +162,15 @@ class PerceptionNode(Node):
             self._abandon()
             raise
         self.mode = self._pipeline.info.mode
-        self._stats = NodeStatistics(self.get_fully_qualified_name(), hardware_id=NODE_NAME)
+        self._stats = NodeStatistics(
+            self.get_fully_qualified_name(),
+            hardware_id=NODE_NAME,
+            views=2 if self.mode == "stereo" else 1,
+            stale_after_s=self._params.input_timeout_seconds,
+            waiting_images=lambda: sum(self._sync.pending()),
+        )
         self._stats.backend = self._pipeline.backend.name
-        self._stats.paused = not self._params.enable
+        self._stats.set_paused(not self._params.enable)
         try:
             warm_ms = self._pipeline.warm_up()
         except Exception as exc:  # a model that loads but cannot run: say so now, not at the first frame
@@ -152,11 +183,14 @@ class PerceptionNode(Node):
         self._work_ready = threading.Condition()
         self._stopping = False
         self._reset_steering = False
-        self._sync: StereoSynchronizer[Image] = StereoSynchronizer(
+        self._sync: StereoSynchronizer[Image | CompressedImage] = StereoSynchronizer(
             self._params.queue_size,
             approximate=self._params.approximate_sync,
             tolerance_s=self._params.approximate_sync_tolerance_seconds,
+            on_unmatched=self._stats.unmatched,
         )
+        self._sync_problem = False
+        self._qos_problems: set[str] = set()  # topics with an incompatible publisher and no message since
         self._create_publishers(qos_profile(self._params.output_qos))
         self._create_subscriptions(qos_profile(self._params.input_qos))
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -168,7 +202,8 @@ class PerceptionNode(Node):
         self.get_logger().info(
             f"{self.mode} perception with backend {self._pipeline.backend.name}, "
             f"input {self._pipeline.info.input_size[1]}x{self._pipeline.info.input_size[0]}, "
-            f"output resolution {self._params.output_resolution}"
+            f"output resolution {self._params.output_resolution}, resize {self._params.resize_mode}, "
+            f"{self._params.input_transport} input images"
         )
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -211,7 +246,13 @@ class PerceptionNode(Node):
             steering = open_backend("auto" if params.backend == "torch" else params.backend, steering_path)
         else:
             self.get_logger().info(f"no steering graph at {steering_path}; `steering` will not be published")
-        return Pipeline(backend, output_resolution=params.output_resolution, steering_backend=steering)
+        return Pipeline(
+            backend,
+            output_resolution=params.output_resolution,
+            resize_mode=params.resize_mode,
+            steering_backend=steering,
+            policy=output_policy(params),
+        )
 
     def _create_publishers(self, qos: QoSProfile) -> None:
         self._pub_semantic = self.create_publisher(Image, "semantic", qos)
@@ -228,8 +269,8 @@ class PerceptionNode(Node):
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _create_subscriptions(self, qos: QoSProfile) -> None:
-        # One mutually exclusive group: the callbacks are short and the synchronizer's drop count
-        # stays exact; inference runs in the worker thread, not here.
+        # One mutually exclusive group: the callbacks are short and the synchronizer's counts stay
+        # exact; inference runs in the worker thread, not here.
         group = MutuallyExclusiveCallbackGroup()
         stereo = self.mode == "stereo"
         cameras = {"mono": "camera_info"}
@@ -238,46 +279,135 @@ class PerceptionNode(Node):
         # camera_info first: rclpy's executor takes ready subscriptions in creation order, so an
         # image arriving together with the first camera_info finds it cached instead of being refused.
         for camera, topic in cameras.items():
-            callback = functools.partial(self._on_camera_info, camera)
-            self.create_subscription(CameraInfo, topic, callback, qos, callback_group=group)
+            self._subscribe(CameraInfo, topic, functools.partial(self._on_camera_info, camera), qos, group)
+        images: dict[str, Callable[[Any], None]] = {"image_rect": self._on_mono_image}
         if stereo:
-            self.create_subscription(Image, "left/image_rect", self._on_left_image, qos, callback_group=group)
+            images = {"left/image_rect": self._on_left_image, "right/image_rect": self._on_right_image}
+        # image_transport's layout: the compressed stream of `<topic>` is `<topic>/compressed`.
+        compressed = self._params.input_transport == "compressed"
+        for topic, callback in images.items():
+            if compressed:
+                self._subscribe(CompressedImage, f"{topic}/compressed", callback, qos, group)
+            else:
+                self._subscribe(Image, topic, callback, qos, group)
+
+    def _subscribe(
+        self,
+        msg_type: type,
+        topic: str,
+        callback: Callable[[Any], None],
+        qos: QoSProfile,
+        group: CallbackGroup,
+    ) -> None:
+        """Subscribe with middleware events (incompatible QoS, lost messages) fed to diagnostics."""
+
+        def on_message(msg: Any) -> None:
+            if topic in self._qos_problems:  # data arrives after all: the WARN has served its purpose
+                self._qos_problems.discard(topic)
+                self._stats.set_condition(f"qos {topic}", None)
+            callback(msg)
+
+        def on_incompatible_qos(event: QoSRequestedIncompatibleQoSInfo) -> None:
+            self._on_incompatible_qos(topic, event)
+
+        def on_lost(event: QoSMessageLostInfo) -> None:
+            self._on_message_lost(topic, event)
+
+        def subscribe(events: SubscriptionEventCallbacks) -> None:
             self.create_subscription(
-                Image, "right/image_rect", self._on_right_image, qos, callback_group=group
+                msg_type, topic, on_message, qos, callback_group=group, event_callbacks=events
             )
-        else:
-            self.create_subscription(Image, "image_rect", self._on_mono_image, qos, callback_group=group)
+
+        try:
+            subscribe(SubscriptionEventCallbacks(incompatible_qos=on_incompatible_qos, message_lost=on_lost))
+        except UnsupportedEventTypeError:  # an RMW without message-lost events: go without them
+            subscribe(SubscriptionEventCallbacks(incompatible_qos=on_incompatible_qos))
+
+    # -- middleware events -----------------------------------------------------------------------
+
+    def _on_incompatible_qos(self, topic: str, event: QoSRequestedIncompatibleQoSInfo) -> None:
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        name = self.resolve_topic_name(topic)
+        message = (
+            f"incompatible QoS on {name}: a publisher's {policy} policy does not match input_qos = "
+            f"{self._params.input_qos}, so none of its messages arrive (cameras usually publish "
+            "best effort: input_qos sensor_data)"
+        )
+        self._qos_problems.add(topic)
+        self._stats.set_condition(f"qos {topic}", message)
+        self._stats.note("incompatible QoS", f"{name}: {policy} ({event.total_count} publishers in all)")
+        self.get_logger().warning(message)  # once per publisher discovered: no throttle needed
+
+    def _on_message_lost(self, topic: str, event: QoSMessageLostInfo) -> None:
+        self._stats.lost(event.total_count_change)
+        self.get_logger().warning(
+            f"{event.total_count_change} messages lost on {self.resolve_topic_name(topic)} before "
+            "reaching the node (large images over UDP: see config/fastdds_large_images.xml)",
+            throttle_duration_sec=WARN_THROTTLE_S,
+        )
 
     # -- input callbacks (cheap: never block on inference) ---------------------------------------
 
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         self._camera_info[camera] = msg
 
-    def _on_mono_image(self, msg: Image) -> None:
+    def _on_mono_image(self, msg: Image | CompressedImage) -> None:
+        if not self._params.enable or self._stopping:  # ignored, not taken in: nothing to count
+            return
+        self._stats.image_received()
         self._submit(_Frame(msg))
 
-    def _on_left_image(self, msg: Image) -> None:
+    def _on_left_image(self, msg: Image | CompressedImage) -> None:
         self._on_stereo_image(msg, self._sync.push_left)
 
-    def _on_right_image(self, msg: Image) -> None:
+    def _on_right_image(self, msg: Image | CompressedImage) -> None:
         self._on_stereo_image(msg, self._sync.push_right)
 
-    def _on_stereo_image(self, msg: Image, push: Callable[[int, Image], StampedPair[Image] | None]) -> None:
-        if not self._params.enable:
+    def _on_stereo_image(
+        self,
+        msg: Image | CompressedImage,
+        push: Callable[[int, Image | CompressedImage], StampedPair[Image | CompressedImage] | None],
+    ) -> None:
+        if not self._params.enable or self._stopping:
             return
-        dropped_before = self._sync.dropped
+        self._stats.image_received()
+        # Images that leave the synchronizer without a partner are counted by its on_unmatched.
         pair = push(_stamp_ns(msg.header), msg)
-        if self._sync.dropped > dropped_before:
-            self._stats.dropped(self._sync.dropped - dropped_before)
         if pair is not None:
+            if self._sync_problem:
+                self._sync_problem = False
+                self._stats.set_condition("sync", None)
             self._submit(_Frame(pair.left, pair.right))
+            return
+        mismatch = self._sync.mismatch()
+        if mismatch is not None:
+            self._report_sync_mismatch(*mismatch)
+
+    def _report_sync_mismatch(self, left_ns: int, right_ns: int) -> None:
+        gap_ms = abs(left_ns - right_ns) / 1e6
+        if self._params.approximate_sync:
+            message = (
+                f"no left/right pair within approximate_sync_tolerance_seconds = "
+                f"{self._params.approximate_sync_tolerance_seconds} (latest stamps {gap_ms:.3f} ms "
+                "apart); raise the tolerance if the cameras really are that far apart"
+            )
+        else:
+            message = (
+                f"left and right stamps never match exactly (latest stamps {gap_ms:.3f} ms apart): the "
+                "cameras are not hardware-synchronised; set approximate_sync: true with "
+                "approximate_sync_tolerance_seconds above the usual gap"
+            )
+        self._sync_problem = True
+        self._stats.set_condition("sync", message)
+        self.get_logger().warning(message, throttle_duration_sec=WARN_THROTTLE_S)
 
     def _submit(self, frame: _Frame) -> None:
         """Make ``frame`` the next one to process, replacing (and counting) an unprocessed one."""
-        if not self._params.enable:
-            return
         self._stats.input_received()
         with self._work_ready:
+            if not self._params.enable or self._stopping:  # paused or stopped since the callback began
+                self._stats.dropped()
+                return
             if self._pending is not None:
                 self._stats.dropped()
             self._pending = frame
@@ -304,21 +434,30 @@ class PerceptionNode(Node):
     def _process(self, frame: _Frame) -> None:
         header = frame.left.header
         try:
-            left = image_to_numpy(frame.left)
+            left, encoding = _to_array(frame.left)
             right = None
             if frame.right is not None:
-                if frame.right.encoding != frame.left.encoding:
-                    raise InvalidMessageError(
-                        f"left ({frame.left.encoding}) and right ({frame.right.encoding}) encodings differ"
-                    )
-                right = image_to_numpy(frame.right)
+                right, right_encoding = _to_array(frame.right)
+                if right_encoding != encoding:
+                    raise InvalidMessageError(f"left {encoding} and right {right_encoding} encodings differ")
             camera, camera_info = self._camera_for(left.shape[1], left.shape[0])
-            result = self._pipeline.process(left, right, encoding=frame.left.encoding, camera=camera)
+            result = self._pipeline.process(left, right, encoding=encoding, camera=camera)
         except (InvalidMessageError, InputError) as exc:
             self._reject(str(exc))
             return
         self._publish(header, result, camera, camera_info)
-        latency_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
+        stamp = Time.from_msg(header.stamp)
+        latency_ms = None
+        if stamp.nanoseconds == 0:
+            # A latency from stamp 0 would be decades: keep it out of the statistics and say why.
+            self._stats.zero_stamp()
+            self.get_logger().warning(
+                "input header stamp is 0 (the camera driver does not stamp its images): outputs carry "
+                "stamp 0, latency cannot be measured, and stereo sync cannot tell frames apart",
+                throttle_duration_sec=WARN_THROTTLE_S,
+            )
+        else:
+            latency_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
         self._stats.published(latency_ms, result.timings.get("infer_ms", float("nan")))
 
     def _camera_for(self, width: int, height: int) -> tuple[CameraModel, CameraInfo]:
@@ -351,7 +490,8 @@ class PerceptionNode(Node):
     def _publish(
         self, header: Header, result: PipelineResult, camera: CameraModel, camera_info: CameraInfo
     ) -> None:
-        params = self._params
+        # The maps are published as the pipeline made them (validity policy included): no
+        # node-only transformation, so replay and Python users see what subscribers see.
         out_h, out_w = result.semantic.shape
         self._pub_semantic.publish(numpy_to_image(result.semantic, "mono8", header))
         if self._pub_semantic_color.get_subscription_count() > 0:
@@ -360,33 +500,23 @@ class PerceptionNode(Node):
             self._pub_semantic_uncertainty.publish(
                 numpy_to_image(result.semantic_uncertainty, "32FC1", header)
             )
-        depth = result.depth
         if result.disparity is not None and self._pub_disparity is not None:
-            valid = (result.disparity > 0) & (result.disparity >= params.min_disparity)
-            # DisparityImage convention: values below min_disparity are invalid.
-            disparity = np.where(valid, result.disparity, np.float32(params.min_disparity - 1.0))
-            max_disparity = params.max_disparity or self._pipeline.info.max_disparity * result.disparity_scale
             self._pub_disparity.publish(
                 disparity_image(
-                    disparity,
+                    result.disparity,
                     header,
                     focal_length=camera.fx * result.scale_x,
                     baseline=camera.baseline,
-                    min_disparity=params.min_disparity,
-                    max_disparity=max_disparity,
+                    min_disparity=self._pipeline.policy.min_disparity,
+                    max_disparity=result.max_disparity,
                     delta_d=DELTA_D,
                 )
             )
-            if depth is not None:
-                depth = np.where(valid, depth, np.float32(np.nan))
-        if depth is not None:
-            uncertainty = result.depth_uncertainty
-            if params.confidence_threshold > 0 and uncertainty is not None:
-                depth = np.where(uncertainty > params.confidence_threshold, np.float32(np.nan), depth)
-            self._pub_depth.publish(numpy_to_image(depth, "32FC1", header))
+        if result.depth is not None:
+            self._pub_depth.publish(numpy_to_image(result.depth, "32FC1", header))
             self._pub_depth_info.publish(scaled_camera_info(camera_info, out_w, out_h, header))
-            if uncertainty is not None:
-                self._pub_depth_uncertainty.publish(numpy_to_image(uncertainty, "32FC1", header))
+            if result.depth_uncertainty is not None:
+                self._pub_depth_uncertainty.publish(numpy_to_image(result.depth_uncertainty, "32FC1", header))
         if result.steering is not None:
             self._pub_steering.publish(steering_message(header, result.steering))
             self._pub_steering_marker.publish(steering_marker(header, result.steering))
@@ -404,19 +534,23 @@ class PerceptionNode(Node):
 
     def _apply_parameters(self, changes: list[Parameter]) -> None:
         self._params, _ = apply_changes(self._params, changes)
+        self._pipeline.policy = output_policy(self._params)
         self._sync.configure(
             approximate=self._params.approximate_sync,
             tolerance_s=self._params.approximate_sync_tolerance_seconds,
         )
+        self._stats.stale_after_s = self._params.input_timeout_seconds
         if self._stats.paused != (not self._params.enable):
-            self._stats.paused = not self._params.enable
+            self._stats.set_paused(not self._params.enable)
             if not self._params.enable:
-                # A pause is a gap in the stream: steering must not mix frames from before it.
+                # A pause is a gap in the stream: steering must not mix frames from before it, nor
+                # may an image from before it pair with one from after (counted as unmatched).
                 with self._work_ready:
                     if self._pending is not None:  # accepted but never inferred: count it
                         self._stats.dropped()
                     self._pending = None
                     self._reset_steering = True
+                self._sync.flush()
             self.get_logger().info("resumed" if self._params.enable else "paused")
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
@@ -450,11 +584,14 @@ class PerceptionNode(Node):
             self._stopping = True
             self._work_ready.notify_all()
         self._worker.join(timeout=10.0)
-        stats = self._stats
-        summary = (
-            f"frames in {stats.frames_in}, out {stats.frames_out}, dropped {stats.frames_dropped}, "
-            f"rejected {stats.frames_rejected}"
-        )
+        # Close the books: a frame still waiting for the worker was dropped, and stereo images still
+        # waiting for a partner are unmatched, so the summary's buckets add up to what came in.
+        with self._work_ready:
+            if self._pending is not None:
+                self._stats.dropped()
+                self._pending = None
+        self._sync.flush()
+        summary = self._stats.summary()
         self._close_backends()
         logger_name = self.get_logger().name
         super().destroy_node()

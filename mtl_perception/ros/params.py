@@ -16,10 +16,13 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from mtl_perception.runtime.backend import BACKEND_KINDS
+from mtl_perception.runtime.pipeline import RESIZE_MODES
 
 QOS_CHOICES = ("sensor_data", "reliable", "best_effort", "default")
 MODE_CHOICES = ("auto", "stereo", "mono")
 OUTPUT_RESOLUTIONS = ("input", "model")
+# image_transport's names: `compressed` subscribes to `<image topic>/compressed` (CompressedImage).
+INPUT_TRANSPORTS = ("raw", "compressed")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class NodeParameters:
     min_disparity: float = 0.0
     max_disparity: float = 0.0
     output_resolution: str = "input"
+    resize_mode: str = "stretch"
+    input_transport: str = "raw"
+    input_timeout_seconds: float = 3.0
     threads: int = 0
     cpu_spin_wait: bool = False
     enable: bool = True
@@ -90,6 +96,22 @@ SPECS: dict[str, _Spec] = {
     ),
     "output_resolution": _Spec(
         "Publish at the input image size or the model's input size", True, OUTPUT_RESOLUTIONS
+    ),
+    "resize_mode": _Spec(
+        "How an image is fitted to the model's input: stretch (both axes scaled to fill it) or "
+        "letterbox (aspect kept, padded; outputs cropped back)",
+        True,
+        RESIZE_MODES,
+    ),
+    "input_transport": _Spec(
+        "raw: sensor_msgs/Image on the image topics; compressed: sensor_msgs/CompressedImage "
+        "(JPEG/PNG) on `<image topic>/compressed`, as image_transport publishes it",
+        True,
+        INPUT_TRANSPORTS,
+    ),
+    "input_timeout_seconds": _Spec(
+        "With no input image for longer than this, /diagnostics says STALE; 0 = never",
+        range=(0.0, 3600.0),
     ),
     "threads": _Spec("CPU threads for the backend; 0 = library default", True, range=(0, 256)),
     "cpu_spin_wait": _Spec(
