@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from mtl_perception.export.tensorrt_engine import TensorRTUnavailableError, ensure_engine, tensorrt_modules
+from mtl_perception.export.tensorrt_engine import (
+    TensorRTUnavailableError,
+    ensure_engine,
+    select_device,
+    tensorrt_modules,
+)
 from mtl_perception.runtime.backend import BackendUnavailableError
 from mtl_perception.runtime.model_info import ModelFileError, ModelInfo, read_model_info
 
@@ -18,7 +23,8 @@ class TensorRTBackend:
     """Engine built (once, then cached) from the ONNX file; metadata comes from the ONNX file.
 
     Host buffers are page-locked so the copies are truly asynchronous; device buffers are allocated
-    once. Output arrays are reused between calls: copy what you keep.
+    once. Output arrays are reused between calls: copy what you keep. ``device`` is the CUDA device
+    index (default: the current one); the engine is keyed, built and run on that device.
     """
 
     name = "tensorrt"
@@ -30,10 +36,12 @@ class TensorRTBackend:
         engine_path: str | Path | None = None,
         force_engine_update: bool = False,
         fp16: bool = True,
+        device: int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         try:
             trt, cudart = tensorrt_modules()
+            self.cuda_device = select_device(cudart, device)
         except TensorRTUnavailableError as exc:
             raise BackendUnavailableError(str(exc)) from exc
         self._cudart = cudart
@@ -43,6 +51,7 @@ class TensorRTBackend:
             engine_path=engine_path,
             force_engine_update=force_engine_update,
             fp16=fp16,
+            device=self.cuda_device,
             logger=logger,
         )
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -73,6 +82,8 @@ class TensorRTBackend:
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy inputs in, run the engine, copy outputs back; one stream sync per frame."""
         cudart = self._cudart
+        # The current device is per thread: a ROS executor may call from a thread other than ours.
+        _check(cudart, cudart.cudaSetDevice(self.cuda_device))
         to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self._inputs:
@@ -100,6 +111,8 @@ class TensorRTBackend:
     def close(self) -> None:
         """Free CUDA memory and the stream (safe to call twice)."""
         cudart = self._cudart
+        if self._device:
+            cudart.cudaSetDevice(self.cuda_device)
         for ptr in self._device.values():
             cudart.cudaFree(ptr)
         for array in self._host.values():
