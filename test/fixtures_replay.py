@@ -48,26 +48,42 @@ def camera_infos(width: int = SIZE[1], height: int = SIZE[0], fx: float = 64.0, 
     return info("left_optical", 0.0), info("right_optical", -fx * baseline)
 
 
+def tiny_frames(frames: int = FRAMES, ground_truth: bool = True) -> list[dict]:
+    """What ``write_tiny_bag`` writes, frame by frame: stamp, views (RGB) and the ground truth.
+
+    Tests compare what replay reads against this, not against the bag reader's own output.
+    """
+    rng = np.random.default_rng(0)
+    out = []
+    for index, (left, right) in enumerate(procedural_frames(SIZE, frames, seed=1)):
+        frame = {"stamp": START_NS + index * 100_000_000, "left": left, "right": right}
+        if ground_truth:
+            frame["truth"] = {
+                "semantic": rng.integers(0, 3, SIZE, dtype=np.uint8),
+                "disparity": GROUND_DISPARITY,
+                "depth": np.where(GROUND_DISPARITY > 0, 64.0 * 0.3 / np.maximum(GROUND_DISPARITY, 1e-6), 0.0),
+                "steering": 0.01 * index,
+            }
+        out.append(frame)
+    return out
+
+
 def write_tiny_bag(
     path: Path, frames: int = FRAMES, storage: str = "mcap", ground_truth: bool = True
 ) -> Path:
     """Procedural stereo frames (rosbag_io's writer) at 10 Hz with constant-disparity ground truth."""
     left_info, right_info = camera_infos()
-    rng = np.random.default_rng(0)
     with rosbag_io.BagWriter(path, storage) as writer:
-        for index, (left, right) in enumerate(procedural_frames(SIZE, frames, seed=1)):
-            stamp = START_NS + index * 100_000_000
-            truth = {}
-            if ground_truth:
-                truth = {
-                    "semantic": rng.integers(0, 3, SIZE, dtype=np.uint8),
-                    "disparity": GROUND_DISPARITY,
-                    "depth": np.where(
-                        GROUND_DISPARITY > 0, 64.0 * 0.3 / np.maximum(GROUND_DISPARITY, 1e-6), 0.0
-                    ),
-                    "steering": 0.01 * index,
-                }
-            rosbag_io.write_stereo_frame(writer, stamp, left, right, left_info, right_info, **truth)
+        for frame in tiny_frames(frames, ground_truth):
+            rosbag_io.write_stereo_frame(
+                writer,
+                frame["stamp"],
+                frame["left"],
+                frame["right"],
+                left_info,
+                right_info,
+                **frame.get("truth", {}),
+            )
     return path
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
+import yaml
 from rosbags.rosbag2 import Reader
 
 from mtl_perception.errors import UserError
@@ -25,11 +26,28 @@ IMAGE_TYPES = (rosbag_io.IMAGE, COMPRESSED_IMAGE)
 # A partial frame (some topics of its stamp still missing) is given up after this many newer
 # stamps, so a bag with a topic that stops half-way cannot hold every frame in memory.
 MAX_PENDING_FRAMES = 16
+STORAGE_SUFFIXES = (".mcap", ".db3")
 log = logging.getLogger(__name__)
 
 
 class BagReadError(UserError):
     """The bag cannot be (fully) read: corrupt, truncated, empty, or missing what replay needs."""
+
+
+def storage_paths(path: Path) -> list[Path]:
+    """What to open with rosbags' ``Reader``, in recording order: a bare storage file itself, the
+    storage files a bag directory's metadata.yaml lists, or the directory when they are compressed.
+
+    rosbags' directory reader pairs metadata.yaml's topics with the storage's channels by type *and*
+    QoS, so a bag whose metadata QoS differs from its mcap channels reads as empty; a storage file
+    describes its own channels, so it is read directly wherever it can be.
+    """
+    if path.is_file():
+        return [path]
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    if str(info.get("compression_mode") or "none").lower() != "none":
+        return [path]
+    return [path / PurePath(name).name for name in info["relative_file_paths"]]
 
 
 @dataclass(frozen=True)
@@ -125,21 +143,41 @@ class BagSource:
         if not self.path.exists():
             raise BagReadError(f"bag not found: {self.path}")
         if self.path.is_file() and self.path.parent.joinpath("metadata.yaml").is_file():
-            self.path = self.path.parent  # accept the .mcap/.db3 file inside a bag directory
-        if not (self.path / "metadata.yaml").is_file():
+            self.path = self.path.parent  # the .mcap/.db3 file inside a bag directory: read the bag
+        if self.path.is_file() and self.path.suffix not in STORAGE_SUFFIXES:
             raise BagReadError(
-                f"{self.path} is not a rosbag2 directory (no metadata.yaml); pass the bag folder"
+                f"{self.path} is neither a rosbag2 directory nor a storage file "
+                f"({' or '.join(STORAGE_SUFFIXES)})"
+            )
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            raise BagReadError(
+                f"{self.path} is not a rosbag2 directory (no metadata.yaml); pass the bag folder "
+                f"or one {' or '.join(STORAGE_SUFFIXES)} file"
             )
         try:
-            with Reader(self.path) as reader:
-                available = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
-                self.duration_ns = int(reader.duration)
+            self.storages = storage_paths(self.path)
+            available: dict[str, tuple[str, int]] = {}
+            for storage in self.storages:
+                with Reader(storage) as reader:
+                    for c in reader.connections:
+                        msgtype, count = available.get(c.topic, (c.msgtype, 0))
+                        available[c.topic] = (msgtype, count + c.msgcount)
         except Exception as exc:  # rosbags raises ReaderError and storage-specific errors
             raise BagReadError(f"cannot open bag {self.path} (corrupt or unsupported): {exc}") from exc
+        self.available = available
         self.roles = self._check_topics(available)
         self.frame_count = available[self.topics.left][1]
         if self.frame_count == 0:
             raise BagReadError(f"bag {self.path} has no messages on {self.topics.left}; nothing to replay")
+
+    def topics_report(self) -> str:
+        """The topics a frame needs and those the bag has, for an error that says why nothing matched."""
+        needed = [self.topics.left] + ([self.topics.right] if self.stereo else [])
+        held = ", ".join(f"{t} ({m}, {n} messages)" for t, (m, n) in sorted(self.available.items()))
+        return (
+            f"a frame needs {' and '.join(needed)} with the same header stamp; "
+            f"the bag has {held or 'no topics'}"
+        )
 
     def _check_topics(self, available: dict[str, tuple[str, int]]) -> dict[str, tuple[str, str]]:
         """role -> (topic, msgtype) of the topics present; required inputs must be there."""
@@ -176,28 +214,26 @@ class BagSource:
         pending: dict[int, _Partial] = {}
         emitted = 0
         try:
-            with Reader(self.path) as reader:
-                connections = [c for c in reader.connections if c.topic in by_topic]
-                for connection, log_time, raw in reader.messages(connections=connections):
-                    role, msgtype = by_topic[connection.topic]
-                    msg = rosbag_io.TYPES.deserialize_cdr(raw, msgtype)
-                    if role in ("left_info", "right_info"):
-                        infos[role] = rosbag_io.camera_info_to_dict(msg)
-                        continue
-                    stamp = rosbag_io.stamp_ns(msg.header)
-                    partial = pending.setdefault(stamp, _Partial(stamp))
-                    try:
-                        partial.fields[role] = self._convert(role, msgtype, msg)
-                    except ValueError as exc:  # an encoding or layout replay cannot read
-                        raise BagReadError(
-                            f"bag {self.path}: {connection.topic} at stamp {stamp}: {exc}"
-                        ) from exc
-                    if role == "left":
-                        partial.log_time = log_time
-                        partial.fields["frame_id"] = msg.header.frame_id
-                    for ready in self._ready(pending, wanted, image_roles):
-                        yield self._frame(emitted, ready, infos)
-                        emitted += 1
+            for connection, log_time, raw in self._messages(by_topic):
+                role, msgtype = by_topic[connection.topic]
+                msg = rosbag_io.TYPES.deserialize_cdr(raw, msgtype)
+                if role in ("left_info", "right_info"):
+                    infos[role] = rosbag_io.camera_info_to_dict(msg)
+                    continue
+                stamp = rosbag_io.stamp_ns(msg.header)
+                partial = pending.setdefault(stamp, _Partial(stamp))
+                try:
+                    partial.fields[role] = self._convert(role, msgtype, msg)
+                except ValueError as exc:  # an encoding or layout replay cannot read
+                    raise BagReadError(
+                        f"bag {self.path}: {connection.topic} at stamp {stamp}: {exc}"
+                    ) from exc
+                if role == "left":
+                    partial.log_time = log_time
+                    partial.fields["frame_id"] = msg.header.frame_id
+                for ready in self._ready(pending, wanted, image_roles):
+                    yield self._frame(emitted, ready, infos)
+                    emitted += 1
         except UserError:
             raise
         except Exception as exc:  # rosbags/mcap/sqlite raise many types for damaged files
@@ -208,6 +244,16 @@ class BagSource:
             if all(role in partial.fields for role in image_roles):
                 yield self._frame(emitted, partial, infos)
                 emitted += 1
+        if emitted == 0:
+            raise BagReadError(f"bag {self.path}: no frame to replay: {self.topics_report()}")
+
+    def _messages(self, by_topic: dict[str, tuple[str, str]]) -> Iterator[tuple[Any, int, bytes]]:
+        """(connection, log time, raw CDR) of the wanted topics, storage file after storage file."""
+        for storage in self.storages:
+            with Reader(storage) as reader:
+                connections = [c for c in reader.connections if c.topic in by_topic]
+                if connections:
+                    yield from reader.messages(connections=connections)
 
     def _ready(
         self, pending: dict[int, _Partial], wanted: set[str], image_roles: tuple[str, ...]

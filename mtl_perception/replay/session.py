@@ -124,6 +124,12 @@ def run_replay(options: ReplayOptions) -> ReplayOutcome:
                 evaluating_s += time.perf_counter() - started
         except UserError as exc:
             error = exc
+    if error is None and not any(not record.dropped for record in evaluator.records):
+        # Nothing scored is a failure, not an empty report with exit status 0.
+        error = UserError(
+            f"replay evaluated no frame ({len(evaluator.records)} read, none processed); "
+            f"{source.topics_report()}"
+        )
     # From the first frame read (node start-up and model loading do not count), less evaluation.
     wall_s = time.perf_counter() - clock.start - evaluating_s if clock.start is not None else 0.0
     summary = evaluator.summary()
