@@ -86,12 +86,21 @@ def to_rgb(image: np.ndarray, encoding: str, dst: np.ndarray | None = None) -> n
 
 
 def resize_image(image: np.ndarray, width: int, height: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """Resize a camera image to the model size: area averaging when shrinking (no aliasing), else
-    bilinear. The runtime and evaluation both resize through here, so a model sees the same pixels.
+    """Resize a camera image to the model size; the runtime and evaluation both resize through
+    here, so a model sees the same pixels in both.
+
+    Shrinking is anti-aliased: a bilinear step to the nearest integer multiple k of the target,
+    then a k x k box average (cv2's INTER_AREA fast path). cv2's INTER_AREA at a non-integer ratio
+    gives nearly the same pixels but costs about 3x as much (6 ms per 1280x720 view here).
+    Growing is bilinear.
     """
-    shrinking = width <= image.shape[1] and height <= image.shape[0]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), dst=dst, interpolation=interpolation)
+    in_h, in_w = image.shape[:2]
+    if width > in_w or height > in_h:
+        return cv2.resize(image, (width, height), dst=dst, interpolation=cv2.INTER_LINEAR)
+    k = min(in_w // width, in_h // height)
+    if k >= 2 and (in_w, in_h) != (k * width, k * height):
+        image = cv2.resize(image, (k * width, k * height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (width, height), dst=dst, interpolation=cv2.INTER_AREA)
 
 
 # -- validity policy --------------------------------------------------------------------------------
@@ -130,25 +139,23 @@ def stereo_maps(
     depth = f*B/d; sigma_Z = Z^2/(f*B) * sigma_d (first-order propagation). ``focal_baseline``
     None (no calibration) gives no depth. The inputs are not modified.
     """
-    finite = np.isfinite(disparity)
-    in_range = finite & (disparity >= policy.min_disparity)
-    published = np.where(in_range, disparity, np.float32(np.nan)).astype(np.float32, copy=False)
+    # Written as in-place passes with masks reused: at 1280x720 this is the largest post-processing
+    # cost, and each full-size temporary costs about as much as the arithmetic.
+    published = disparity.astype(np.float32, copy=True)
+    np.copyto(published, np.float32(np.nan), where=disparity < policy.min_disparity)  # NaN stays NaN
     if focal_baseline is None or not focal_baseline > 0:
         return published, None, None
-    floor = max(policy.min_disparity, 0.0)
-    measurable = finite & (disparity > floor)
-    depth = np.full(disparity.shape, np.nan, np.float32)
-    np.divide(np.float32(focal_baseline), disparity, out=depth, where=measurable)
-    depth[finite & ~measurable] = np.inf
+    too_far = disparity <= max(policy.min_disparity, 0.0)  # False for NaN: unknown stays unknown
+    depth = np.empty(disparity.shape, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(np.float32(focal_baseline), disparity, out=depth)
+    np.copyto(depth, np.float32(np.inf), where=too_far)
     depth_uncertainty = None
     if disparity_uncertainty is not None:
-        depth_uncertainty = np.full(disparity.shape, np.nan, np.float32)
-        np.multiply(
-            depth * depth,
-            disparity_uncertainty / np.float32(focal_baseline),
-            out=depth_uncertainty,
-            where=measurable,
-        )
+        depth_uncertainty = np.multiply(depth, depth)
+        depth_uncertainty *= disparity_uncertainty
+        depth_uncertainty *= np.float32(1.0 / focal_baseline)
+        np.copyto(depth_uncertainty, np.float32(np.nan), where=too_far)  # NaN depth gave NaN already
         _mask_unconfident(depth, depth_uncertainty, policy)
     return published, depth, depth_uncertainty
 
@@ -169,9 +176,10 @@ def mono_maps(
 
 
 def _mask_unconfident(depth: np.ndarray, depth_uncertainty: np.ndarray, policy: OutputPolicy) -> None:
-    """Finite depths whose sigma exceeds the threshold become unknown (NaN), in place."""
+    """Depths whose sigma exceeds the threshold become unknown (NaN), in place; the sigma is NaN
+    wherever the depth is not finite, so a too-far +Inf is never turned into unknown."""
     if policy.confidence_threshold > 0:
-        depth[np.isfinite(depth) & (depth_uncertainty > policy.confidence_threshold)] = np.nan
+        np.copyto(depth, np.float32(np.nan), where=depth_uncertainty > policy.confidence_threshold)
 
 
 # -- stereo_msgs/DisparityImage values ------------------------------------------------------------

@@ -128,3 +128,23 @@ def test_resize_image_averages_when_shrinking_and_interpolates_when_growing() ->
     np.testing.assert_array_equal(resize_image(image, 4, 4), 128)
     grown = resize_image(np.array([[[0] * 3, [100] * 3]], np.uint8), 4, 1)
     np.testing.assert_array_equal(grown[0, :, 0], [0, 25, 75, 100])
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8"])
+def test_pipeline_resizes_every_encoding_to_the_same_tensor(encoding: str) -> None:
+    """Resizing happens before the colour conversion: the model must still see the rgb8 pixels."""
+    rgb = np.random.default_rng(3).integers(0, 256, (150, 300, 3), dtype=np.uint8)  # model is 64x128
+    if encoding == "mono8":
+        rgb = np.repeat(rgb[..., :1], 3, axis=2)
+    alpha = np.full((*rgb.shape[:2], 1), 200, np.uint8)
+    image = {
+        "bgr8": rgb[..., ::-1],
+        "rgba8": np.concatenate([rgb, alpha], axis=2),
+        "bgra8": np.concatenate([rgb[..., ::-1], alpha], axis=2),
+        "mono8": rgb[..., 0],
+    }[encoding]
+    for resize_mode in ("stretch", "letterbox"):
+        reference, backend = ConstantBackend(fake_info()), ConstantBackend(fake_info())
+        Pipeline(reference, resize_mode=resize_mode).process(rgb, rgb)
+        Pipeline(backend, resize_mode=resize_mode).process(image, image, encoding=encoding)
+        np.testing.assert_array_equal(backend.last_inputs["left"], reference.last_inputs["left"])
