@@ -18,7 +18,7 @@ from mtl_perception.replay.gates import failed_gates, parse_gates
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `replay`."""
-    parser.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3)")
+    parser.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3), or one .mcap/.db3 file")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--model", type=Path, help="ONNX model (default: the shipped stereo_default.onnx)")
     parser.add_argument(
@@ -27,7 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="pipeline",
         help="pipeline: in-process, as fast as possible; node: the live node over DDS",
     )
-    parser.add_argument("--backend", default="auto", help="auto | tensorrt | onnxruntime | torch")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="auto | tensorrt | onnxruntime | torch (torch needs the [train] extra; the others do not)",
+    )
     parser.add_argument("--rate", type=float, default=1.0, help="node mode: playback speed, x recorded rate")
     parser.add_argument("--params-file", type=Path, help="node mode: ROS parameter file for the node")
     parser.add_argument("--max-frames", type=int, help="replay at most this many frames")
