@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,65 @@ def test_export_exits_non_zero_past_tolerance(exported: Path, tmp_path: Path) ->
     checkpoint = exported.with_suffix(".pt")
     args = ["export", str(checkpoint), "-o", str(tmp_path / "strict.onnx"), "--frames", "1", "--no-simplify"]
     assert main([*args, "--tol-segmentation", "100.1"]) == 1
-    assert (tmp_path / "strict.onnx").is_file()
+    assert not (tmp_path / "strict.onnx").exists()
+    assert onnx_mode(tmp_path / "strict.onnx.rejected") == "stereo"  # kept for inspection
+
+
+def onnx_mode(path: Path) -> str:
+    """The mode in an ONNX file's metadata (read_model_info insists on the .onnx suffix)."""
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}["mode"]
+
+
+class EngineRequests:
+    """Stands in for ensure_engine: records each request with the model file's bytes at that moment."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Path, bytes]] = []
+
+    def __call__(self, onnx_path: str | Path, **kwargs: object) -> Path:
+        self.calls.append((Path(onnx_path), Path(onnx_path).read_bytes()))
+        return Path(f"{onnx_path}.engine")
+
+
+def test_failed_parity_leaves_the_previous_model_and_builds_no_engine(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtl_perception.export import tensorrt_engine
+
+    engine_requests = EngineRequests()
+    monkeypatch.setattr(tensorrt_engine, "ensure_engine", engine_requests)
+    target, steering = tmp_path / "model.onnx", tmp_path / "model.steering.onnx"
+    target.write_bytes(exported.read_bytes())
+    steering.write_bytes(b"previous steering graph")
+    before = {path: path.read_bytes() for path in (target, steering)}
+    args = ["export", str(exported.with_suffix(".pt")), "-o", str(target), "--frames", "1", "--no-simplify"]
+    args += ["--steering", str(exported.parent / "steer.pt"), "--tensorrt", "--tol-segmentation", "100.1"]
+    assert main(args) == 1
+    assert {path: path.read_bytes() for path in (target, steering)} == before
+    assert engine_requests.calls == []
+    assert onnx_mode(Path(f"{target}.rejected")) == "stereo"
+    assert onnx_mode(Path(f"{steering}.rejected")) == "steering"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model.onnx", "model.onnx.rejected", "model.steering.onnx", "model.steering.onnx.rejected"]
+    )
+    # A later export that passes replaces the model, then (only then) builds the engine for it.
+    assert main([*args[:-2]]) == 0
+    assert [path for path, _ in engine_requests.calls] == [target]
+    assert engine_requests.calls[0][1] == target.read_bytes() != before[target]
+    assert read_model_info(steering).mode == "steering"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.steering.onnx"]
+
+
+def test_export_tensorrt_without_tensorrt_says_so_after_writing_the_model(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt now raises ImportError
+    target = tmp_path / "model.onnx"
+    args = ["export", str(exported.with_suffix(".pt")), "-o", str(target), "--frames", "1", "--no-simplify"]
+    assert main([*args, "--tensorrt"]) == 2
+    error = capsys.readouterr().err
+    assert "TensorRT backend unavailable: the tensorrt Python package is not installed" in error
+    assert read_model_info(target).mode == "stereo"
 
 
 def test_onnxruntime_without_spin_wait_sets_the_session_option_and_keeps_results(exported: Path) -> None:

@@ -44,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head
+    """Export to staged files and move them into place only if every parity check passed.
+
+    The TensorRT engine is built after that, for the promoted model. A failure leaves the previous
+    model (and its cached engine) untouched and keeps the rejected export as ``<output>.rejected``.
+    """
+    from mtl_perception.export.onnx_export import Staging, export_deploy_model, export_steering_head
     from mtl_perception.export.parity import ParityTolerance
     from mtl_perception.networks import DeployModel, load_checkpoint
     from mtl_perception.runtime.model_info import check_model_file, steering_path_for
@@ -60,28 +65,41 @@ def run(args: argparse.Namespace) -> int:
         segmentation_agreement=args.tol_segmentation,
     )
     model, config, _meta = load_checkpoint(checkpoint)
-    result = export_deploy_model(
-        DeployModel(model),
-        config,
-        output,
-        opset=args.opset,
-        simplify=not args.no_simplify,
-        data_root=args.data,
-        parity_frames=args.frames,
-        tolerance=tolerance,
-    )
-    print(f"wrote {result.onnx_path} ({'simplified' if result.simplified else 'not simplified'})")
-    print(result.parity.summary())
-    failed = not result.parity.passed
-    if args.steering:
-        head = load_steering_head(check_model_file(args.steering, ".pt"))
-        embedding_dim, window = head.position.shape[2], head.window
-        path, report = export_steering_head(
-            head, embedding_dim, window, steering_path_for(output), opset=args.opset
+    head = load_steering_head(check_model_file(args.steering, ".pt")) if args.steering else None
+    with Staging() as staging:
+        result = export_deploy_model(
+            DeployModel(model),
+            config,
+            staging.path_for(output),
+            opset=args.opset,
+            simplify=not args.no_simplify,
+            data_root=args.data,
+            parity_frames=args.frames,
+            tolerance=tolerance,
         )
-        print(f"wrote {path}")
-        print(report.summary())
-        failed = failed or not report.passed
+        print(f"{output}: {'simplified' if result.simplified else 'not simplified'}")
+        print(result.parity.summary())
+        passed = result.parity.passed
+        if head is not None:
+            embedding_dim, window = head.position.shape[2], head.window
+            steering = steering_path_for(output)
+            _, report = export_steering_head(
+                head, embedding_dim, window, staging.path_for(steering), opset=args.opset
+            )
+            print(f"{steering}:")
+            print(report.summary())
+            passed = passed and report.passed
+        if not passed:
+            kept = staging.reject()
+            log.error(
+                "parity outside tolerance: %s left unchanged, no engine built; the rejected export "
+                "is kept for inspection: %s",
+                output,
+                ", ".join(str(path) for path in kept),
+            )
+            return 1
+        for path in staging.promote():
+            print(f"wrote {path}")
     if args.tensorrt:
         from mtl_perception.export.tensorrt_engine import ensure_engine
 
@@ -89,9 +107,6 @@ def run(args: argparse.Namespace) -> int:
             output, engine_path=args.engine, force_engine_update=args.force_engine_update, fp16=not args.fp32
         )
         print(f"TensorRT engine: {engine}")
-    if failed:
-        log.error("parity outside tolerance; the exported file is kept for inspection")
-        return 1
     return 0
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import onnx
@@ -30,6 +33,63 @@ class ExportResult:
     parity: ParityReport
     simplified: bool
     steering_path: Path | None = None
+
+
+@dataclass
+class Staging:
+    """Exports written beside their targets under temporary names, moved into place only once verified.
+
+    ``mtl-perception export`` writes every graph through this, so a failed parity check never
+    overwrites a working model (nor lets an engine be built for a bad one). The staged names are in
+    the target's directory, so promoting is an atomic rename. As a context manager it deletes what
+    was neither promoted nor rejected (an exception, Ctrl-C).
+    """
+
+    staged: dict[Path, Path] = field(default_factory=dict)  # target -> staged file
+
+    def path_for(self, target: str | Path) -> Path:
+        """A fresh hidden name beside ``target`` with its suffix (tools check ``.onnx``)."""
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.staged[target] = target.with_name(f".{target.stem}.{token}.staged{target.suffix}")
+        return self.staged[target]
+
+    def promote(self) -> list[Path]:
+        """Rename every staged file onto its target, the first one staged last; returns the targets.
+
+        The main model is staged first, so it is replaced after the files that go with it (its
+        steering graph): whoever loads the new model finds the new companions already there.
+        """
+        for target, staged in reversed(self.staged.items()):
+            staged.replace(target)
+            rejected_path(target).unlink(missing_ok=True)  # from an earlier failed attempt
+        promoted, self.staged = list(self.staged), {}
+        return promoted
+
+    def reject(self) -> list[Path]:
+        """Keep the staged files for inspection as ``<target>.rejected``; the targets stay untouched."""
+        kept = []
+        for target, staged in self.staged.items():
+            if staged.is_file():
+                kept.append(staged.replace(rejected_path(target)))
+        self.staged = {}
+        return kept
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        for staged in self.staged.values():
+            staged.unlink(missing_ok=True)
+        self.staged = {}
+
+
+def rejected_path(target: str | Path) -> Path:
+    """Where a failed export of ``target`` is kept: not ``*.onnx``, so no model glob picks it up."""
+    return Path(f"{target}.rejected")
 
 
 def torch_infer(module: torch.nn.Module, info: ModelInfo) -> InferFn:
@@ -119,9 +179,11 @@ def export_deploy_model(
     parity_frames: int = 4,
     tolerance: ParityTolerance | None = None,
 ) -> ExportResult:
-    """Export a DeployModel to ONNX and check it against PyTorch on real frames.
+    """Export a DeployModel to ONNX at ``output`` and check it against PyTorch on real frames.
 
-    The returned report says whether parity held; the caller decides what a failure means.
+    ``output`` is written whatever the verdict: the returned report says whether parity held and
+    the caller decides what a failure means. To replace a model only when it passes, export to a
+    ``Staging`` path and promote it (what ``mtl-perception export`` does).
     """
     tolerance = tolerance or ParityTolerance()
     deploy = deploy.eval()
