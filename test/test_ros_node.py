@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import fixtures_ros
 import numpy as np
 import psutil
@@ -21,18 +22,20 @@ from fixtures_ros import (
     RosHarness,
     camera_info,
     image_message,
+    stamped_header,
     start_harness,
     stop_harness,
 )
 from rclpy.context import Context
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from mtl_perception.errors import UserError
 from mtl_perception.export.frames import procedural_frames
 from mtl_perception.ros.conversions import image_to_numpy
 from mtl_perception.ros.node import PerceptionNode
+from mtl_perception.runtime import CameraModel, create_backend
 from mtl_perception.runtime.pipeline import Pipeline, PipelineResult
 
 ros_context = fixtures_ros.ros_context  # pytest fixtures shared with other ROS test modules
@@ -54,14 +57,16 @@ def as_array(msg: Image) -> np.ndarray:
 
 @contextlib.contextmanager
 def running_node(
-    context: Context, model: Path, inputs: dict[str, type], **params: object
+    context: Context, model: Path, inputs: dict[str, type], *, connect: bool = True, **params: object
 ) -> Iterator[tuple[PerceptionNode, RosHarness]]:
+    """The node and a probe; ``connect=False`` skips waiting for the inputs to match (QoS tests)."""
     overrides = [Parameter("model_file_path", value=str(model)), Parameter("backend", value="onnxruntime")]
     overrides += [Parameter(name, value=value) for name, value in params.items()]
     node = PerceptionNode(context=context, parameter_overrides=overrides)
     harness = start_harness(context, node, inputs)
     try:
-        harness.wait_connected(node)
+        if connect:
+            harness.wait_connected(node)
         yield node, harness
     finally:
         stop_harness(harness, node)
@@ -346,3 +351,208 @@ def test_startup_errors_name_the_problem(
                 context=ros_context,
                 parameter_overrides=[Parameter("model_file_path", value=str(tiny_models["stereo"]))],
             )
+
+
+def _stamp(msg: Image) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def _values(status: DiagnosticStatus) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def test_burst_counts_every_image_in_exactly_one_bucket(
+    ros_context: Context, tiny_models: dict[str, Path]
+) -> None:
+    """images in = 2 x frames in + unmatched, frames in = processed + dropped + rejected."""
+    sent = 0
+    with running_node(ros_context, tiny_models["stereo"], STEREO_INPUTS) as (node, harness):
+        send_camera_info(harness)
+        stats = node.statistics
+        left = PAIRS[0][0]
+        base = 40_000_000_000
+        for index in range(60):
+            stamp = base + index * 10_000_000
+            if index % 5 == 4:  # a left image whose right partner never comes
+                harness.publish("left/image_rect", image_message(left, "rgb8", stamp + 5_000_000))
+                sent += 1
+            if index % 7 == 3:
+                harness.publish("left/image_rect", _as_16bit(stamp))
+                harness.publish("right/image_rect", _as_16bit(stamp))
+            else:
+                send_pair(harness, stamp, index)
+            sent += 2
+            time.sleep(0.002)  # faster than the node's inference
+        # A bad pair the idle worker must reject (in the burst it may be replaced by a newer pair),
+        # a lone left image, then a good pair that ends the run.
+        assert harness.wait_for(
+            lambda: stats.frames_in == stats.frames_out + stats.frames_dropped + stats.frames_rejected
+        ), stats.summary()
+        rejected_before = stats.frames_rejected
+        harness.publish("left/image_rect", _as_16bit(base + 10**9))
+        harness.publish("right/image_rect", _as_16bit(base + 10**9))
+        assert harness.wait_for(lambda: stats.frames_rejected > rejected_before)
+        harness.publish("left/image_rect", image_message(left, "rgb8", base + 2 * 10**9))
+        last = base + 3 * 10**9
+        send_pair(harness, last)
+        sent += 5
+        assert harness.wait_for(lambda: any(_stamp(m) == last for m in harness.messages("semantic")))
+        assert harness.wait_for(
+            lambda: stats.frames_in == stats.frames_out + stats.frames_dropped + stats.frames_rejected
+        )
+        status_count = len(harness.messages("/diagnostics"))
+        status = wait_outputs(harness, "/diagnostics", status_count + 2, timeout_s=5.0)[-1].status[0]
+    # destroy_node closed the books: the numbers below no longer move
+    values = _values(status)
+    assert int(values["images in"]) == stats.images_in and int(values["images waiting"]) == 0
+    assert int(values["frames in progress"]) == 0
+    assert stats.images_in == 2 * stats.frames_in + stats.images_unmatched, stats.summary()
+    assert stats.frames_in == stats.frames_out + stats.frames_dropped + stats.frames_rejected, stats.summary()
+    assert 0 < stats.images_in <= sent
+    assert stats.images_unmatched >= 1 and stats.frames_dropped > 0 and stats.frames_rejected >= 1
+    assert stats.frames_out >= 1
+    assert f"images in {stats.images_in}: paired {2 * stats.frames_in}" in stats.summary()
+
+
+def test_exact_sync_that_never_matches_is_reported(
+    ros_context: Context, tiny_models: dict[str, Path]
+) -> None:
+    with running_node(ros_context, tiny_models["stereo"], STEREO_INPUTS, queue_size=2) as (node, harness):
+        send_camera_info(harness)
+        left, right = PAIRS[0]
+        for index in range(8):  # the right camera runs 1 ms behind: exact stamps never match
+            stamp = 50_000_000_000 + index * 50_000_000
+            harness.publish("left/image_rect", image_message(left, "rgb8", stamp))
+            harness.publish("right/image_rect", image_message(right, "rgb8", stamp + 1_000_000))
+            time.sleep(0.01)
+        assert harness.wait_for(lambda: "never match" in node.statistics.to_status().message)
+        status = wait_outputs(harness, "/diagnostics", len(harness.messages("/diagnostics")) + 1)[-1].status[
+            0
+        ]
+        assert status.level == DiagnosticStatus.WARN
+        assert "1.000 ms apart" in status.message and "approximate_sync" in status.message
+        assert harness.messages("semantic") == [] and node.statistics.images_unmatched > 0
+        # the suggested fix works, and the warning goes away with the first pair
+        assert node.set_parameters([Parameter("approximate_sync", value=True)])[0].successful
+        harness.publish("left/image_rect", image_message(left, "rgb8", 60_000_000_000))
+        harness.publish("right/image_rect", image_message(right, "rgb8", 60_001_000_000))
+        wait_outputs(harness, "semantic", 1)
+        assert "never match" not in node.statistics.to_status().message
+
+
+def test_zero_stamps_are_processed_but_kept_out_of_latency(
+    ros_context: Context, tiny_models: dict[str, Path]
+) -> None:
+    with running_node(ros_context, tiny_models["stereo"], STEREO_INPUTS) as (node, harness):
+        send_camera_info(harness)
+        send_pair(harness, 0)
+        wait_outputs(harness, "depth/uncertainty", 1)
+        assert harness.wait_for(lambda: node.statistics.frames_zero_stamp == 1)
+        status = wait_outputs(harness, "/diagnostics", len(harness.messages("/diagnostics")) + 1)[-1].status[
+            0
+        ]
+    values = _values(status)
+    assert status.level == DiagnosticStatus.WARN and "stamps are 0" in status.message
+    assert values["frames processed"] == "1" and values["latency mean (ms)"] == "nan"
+
+
+def test_incompatible_qos_and_silence_show_in_diagnostics(
+    ros_context: Context, tiny_models: dict[str, Path]
+) -> None:
+    # The probe publishes best effort; a reliable subscription cannot match it (RELIABILITY).
+    with running_node(
+        ros_context,
+        tiny_models["stereo"],
+        STEREO_INPUTS,
+        connect=False,
+        input_qos="reliable",
+        input_timeout_seconds=0.5,
+    ) as (node, harness):
+        assert harness.wait_for(lambda: "RELIABILITY" in node.statistics.to_status().message)
+        status = wait_outputs(harness, "/diagnostics", len(harness.messages("/diagnostics")) + 1)[-1].status[
+            0
+        ]
+    assert status.level == DiagnosticStatus.STALE  # no image arrives at all: the worst level wins
+    assert "no input image yet" in status.message
+    assert "incompatible QoS on /" in status.message and "RELIABILITY" in status.message
+    assert "RELIABILITY" in _values(status)["incompatible QoS"]
+
+
+COMPRESSED_INPUTS = {
+    "left/image_rect/compressed": CompressedImage,
+    "right/image_rect/compressed": CompressedImage,
+    "left/camera_info": CameraInfo,
+    "right/camera_info": CameraInfo,
+}
+
+
+def _compressed(array_rgb: np.ndarray, extension: str, stamp_ns: int) -> CompressedImage:
+    ok, data = cv2.imencode(extension, np.ascontiguousarray(array_rgb[:, :, ::-1]))  # cv2 writes BGR
+    assert ok
+    return CompressedImage(header=stamped_header(stamp_ns), format=extension[1:], data=data.tobytes())
+
+
+def test_compressed_inputs_decode_to_the_raw_result(
+    ros_context: Context, tiny_models: dict[str, Path]
+) -> None:
+    model = tiny_models["stereo"]
+    left, right = PAIRS[1]
+    backend = create_backend("onnxruntime", model, threads=1)
+    try:
+        expected = Pipeline(backend).process(left, right, camera=CameraModel(FX, BASELINE))
+    finally:
+        backend.close()
+    with running_node(ros_context, model, COMPRESSED_INPUTS, input_transport="compressed", threads=1) as (
+        node,
+        harness,
+    ):
+        assert harness.probe.count_subscribers("left/image_rect") == 0  # the raw topic is not subscribed
+        send_camera_info(harness)
+        harness.publish("left/image_rect/compressed", _compressed(left, ".png", 7))
+        harness.publish("right/image_rect/compressed", _compressed(right, ".png", 7))
+        wait_outputs(harness, "depth/uncertainty", 1)
+        harness.publish("left/image_rect/compressed", _compressed(left, ".jpg", 8))
+        harness.publish("right/image_rect/compressed", _compressed(right, ".jpg", 8))
+        wait_outputs(harness, "depth/uncertainty", 2)
+        corrupt = _compressed(left, ".jpg", 9)
+        corrupt.data = corrupt.data[:50]
+        harness.publish("left/image_rect/compressed", corrupt)
+        harness.publish("right/image_rect/compressed", _compressed(right, ".jpg", 9))
+        assert harness.wait_for(lambda: "cannot decode" in node.statistics.last_problem)
+    png_semantic, jpeg_semantic = (as_array(m) for m in harness.messages("semantic")[:2])
+    np.testing.assert_array_equal(png_semantic, expected.semantic)  # PNG is lossless: bit for bit
+    np.testing.assert_array_equal(as_array(harness.messages("depth")[0]), expected.depth)
+    assert jpeg_semantic.shape == (HEIGHT, WIDTH)
+    assert [_stamp(m) for m in harness.messages("semantic")] == [7, 8]
+
+
+@pytest.mark.parametrize(("resize_mode", "width"), [("stretch", 128), ("letterbox", 107)])
+def test_resize_mode_reaches_the_pipeline(
+    ros_context: Context, tiny_models: dict[str, Path], resize_mode: str, width: int
+) -> None:
+    """At model resolution a letterboxed 160x96 image keeps its aspect: 107x64 of the 128x64 input."""
+    with running_node(
+        ros_context,
+        tiny_models["stereo"],
+        STEREO_INPUTS,
+        resize_mode=resize_mode,
+        output_resolution="model",
+    ) as (node, harness):
+        assert node.parameters.resize_mode == resize_mode
+        send_camera_info(harness)
+        send_pair(harness, 3)
+        depth = wait_outputs(harness, "depth", 1)[-1]
+        info = wait_outputs(harness, "depth/camera_info", 1)[-1]
+    assert (depth.width, depth.height) == (width, 64) == (info.width, info.height)
+    assert info.k[0] == pytest.approx(FX * width / WIDTH)
+
+
+def test_bad_resize_mode_is_refused(ros_context: Context, tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(UserError, match="resize_mode = 'crop' is not one of stretch, letterbox"):
+        PerceptionNode(
+            context=ros_context,
+            parameter_overrides=[
+                Parameter("model_file_path", value=str(tiny_models["stereo"])),
+                Parameter("resize_mode", value="crop"),
+            ],
+        )
