@@ -25,6 +25,7 @@ register("benchmark", "benchmark", "speed of backends, multi-task vs single-task
 register("train", "train", "train a stereo or mono network (resumable, time-boxed, DDP via torchrun)")
 register("evaluate", "evaluate", "metrics of a checkpoint, ONNX model or SGBM baseline on a split, to JSON")
 register("ablation", "ablation", "train the cross-task link variants; one table of test metrics")
+register("infer", "infer", "run a model on image files or folders: maps (PNG/NPY/PFM) and colour overlays")
 register("replay", "replay", "evaluate a model on a rosbag2: metrics.json, HTML report, CI gates")
 register("info", "info", "parameters, FLOPs, config and training meta of a checkpoint")
 register("demo", "demo", "the one-command demo on the embedded defaults")
