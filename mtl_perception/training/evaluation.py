@@ -170,10 +170,14 @@ def evaluate_sgbm(
 
 
 def flat_scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Scalar metrics only (per-class IoU flattened as ``iou/<class>``; curves left out)."""
+    """Scalar metrics only (per-class IoU flattened as ``iou/<class>``; curves left out).
+
+    A NaN scalar (not measured, e.g. ECE without a top-class probability) is left out, as the
+    JSON report's null is.
+    """
     out: dict[str, float] = {}
     for key, value in metrics.items():
-        if isinstance(value, float | int) and not isinstance(value, bool):
+        if isinstance(value, float | int) and not isinstance(value, bool) and np.isfinite(value):
             out[f"{prefix}{key}"] = float(value)
         elif key == "iou":
             out.update({f"{prefix}iou/{name}": v for name, v in value.items()})
