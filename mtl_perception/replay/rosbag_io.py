@@ -46,6 +46,7 @@ SEQUENCE_TOPICS: dict[str, str] = {
     GT_STEERING: JOINT_STATE,
 }
 
+
 def typestore():
     """The newest ROS 2 typestore rosbags ships (Kilted if present)."""
     store = getattr(Stores, "ROS2_KILTED", Stores.LATEST)
