@@ -17,6 +17,7 @@ from mtl_perception.errors import UserError
 from mtl_perception.export.frames import procedural_frames
 from mtl_perception.export.parity import frame_feeds
 from mtl_perception.export.quantize import (
+    activation_products,
     calibration_feeds,
     int8_drift,
     int8_path_for,
@@ -64,12 +65,11 @@ def test_int8_file_keeps_metadata_and_holds_int8_weights(quantized: tuple[Path, 
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
     assert len(int8_weights) > 20  # per-channel conv weights of the backbone and decoders
     report = json.loads((fp32.parent / "quantize.json").read_text())
-    # The disparity heads stay FP32: their weights reach their Conv without a DequantizeLinear.
+    # The disparity heads and the cost volume stay FP32: their weights (second operands) reach them
+    # without a DequantizeLinear.
     assert report["fp32_layers"]
-    convs = {node.name: node for node in model.graph.node if node.op_type == "Conv"}
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
     for name in report["fp32_layers"]:
-        assert producers.get(convs[name].input[1]) != "DequantizeLinear"
+        assert not _quantized_inputs(model, name)[1], name
 
 
 def test_runtime_runs_int8_with_fp32_shapes_dtypes_and_close_outputs(
@@ -108,7 +108,7 @@ def test_benchmark_times_an_exported_file(quantized: tuple[Path, Path, Path], tm
     _, int8, _ = quantized
     out = tmp_path / "bench.json"
     args = ["benchmark", "--model", str(int8), "--backends", "onnxruntime", "torch", "--threads", "1"]
-    assert main([*args, "--frames", "2", "--warmup", "0", "--output", str(out)]) == 0
+    assert main([*args, "--frames", "2", "--warmup", "0", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["model"]
     assert result["precision"] == "int8" and result["input_size"] == [64, 128]
     assert result["pipeline"]["onnxruntime"]["frames"] == 2
@@ -130,6 +130,25 @@ def test_output_heads_are_the_last_weighted_layers(quantized: tuple[Path, Path, 
     heads = output_head_nodes(model, ["disparity"])
     assert heads and all(h.endswith("Conv") for h in heads)
     assert output_head_nodes(model, ["no_such_output"]) == []
+
+
+def _quantized_inputs(model: onnx.ModelProto, node_name: str) -> list[bool]:
+    """Per input of ``node_name``: does it come from a DequantizeLinear (an INT8 tensor)?"""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return [name in producer and producer[name].op_type == "DequantizeLinear" for name in node.input]
+
+
+def test_cost_volume_stays_fp32_as_the_model_card_says(quantized: tuple[Path, Path, Path]) -> None:
+    fp32, int8, _ = quantized
+    products = activation_products(onnx.load(str(fp32)))
+    assert products, "the stereo graph's cost volume is a MatMul of two activations"
+    model = onnx.load(str(int8))
+    for name in products:
+        assert _quantized_inputs(model, name) == [False, False]
+    # The check can fail: other weighted layers of the same file do read INT8 tensors.
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    assert any(all(_quantized_inputs(model, name)[:2]) for name in convs)
 
 
 def test_hold_out_spreads_check_frames_and_keeps_calibration() -> None:

@@ -33,8 +33,10 @@ CALIBRATION_METHODS = {
 # The compute-heavy ops, plus the activations between them: with Clip/Relu quantized too, ORT fuses
 # Conv -> ReLU6 -> Conv chains into QLinearConv without a dequantize/requantize at every layer
 # (measured at 256x512, 1 thread: Conv-only INT8 was 10 % slower than FP32, this about equal).
-# Everything else (cost-volume products and means, soft-argmin softmax, resizes, entropy) stays
-# FP32: quantizing all ops measured more disparity drift (0.098 vs 0.081 px) and was slower still.
+# Everything else (soft-argmin softmax, resizes, entropy) stays FP32: quantizing all ops measured
+# more disparity drift (0.098 vs 0.081 px) and was slower still. The cost volume is a MatMul of two
+# activations (left x right features): it stays FP32 too (``activation_products``), since rounding
+# both operands to 8 bits blurs the matching scores the disparity is read from.
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Clip", "Relu")
 WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 GEOMETRY_OUTPUTS = ("disparity", "disparity_uncertainty", "depth", "depth_uncertainty")
@@ -110,6 +112,18 @@ def output_head_nodes(model: onnx.ModelProto, outputs: Iterable[str]) -> list[st
     return sorted(heads)
 
 
+def activation_products(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes whose operands are both activations (no weight): correlations such
+    as the stereo cost volume, as opposed to layers with learned weights."""
+    weights = {initializer.name for initializer in model.graph.initializer}
+    weights |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    return sorted(
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and not any(name in weights for name in node.input)
+    )
+
+
 @dataclass
 class QuantizeResult:
     path: Path
@@ -157,6 +171,7 @@ def quantize_int8(
         quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
         source = onnx.load(str(prepared))
         excluded = output_head_nodes(source, [o for o in keep_fp32_heads if o in info.outputs])
+        excluded += activation_products(source)
         quantize_static(
             str(prepared),
             str(output),
