@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from rosbags.rosbag2 import Reader
 
+from mtl_perception.contract import INPUT_ENCODINGS
 from mtl_perception.errors import UserError
 from mtl_perception.image_codec import decode_compressed
 from mtl_perception.replay import rosbag_io
@@ -79,7 +80,6 @@ class ReplayTopics:
         return roles
 
 
-INPUT_ROLES = ("left", "right", "left_info", "right_info")
 GROUND_TRUTH_ROLES = ("semantic", "disparity", "depth", "steering")
 
 
@@ -274,7 +274,14 @@ class BagSource:
 
     def _convert(self, role: str, msgtype: str, msg: Any) -> Any:
         if role in ("left", "right"):
-            return decode_image(msgtype, msg)
+            image, encoding = decode_image(msgtype, msg)
+            if encoding not in INPUT_ENCODINGS or image.dtype != np.uint8:
+                # The node refuses these too (one table: mtl_perception.contract).
+                raise ValueError(
+                    f"{role} image encoding {encoding!r} is not a camera encoding the models read; "
+                    f"expected one of {', '.join(INPUT_ENCODINGS)}"
+                )
+            return image, encoding
         if role == "semantic":
             return decode_image(msgtype, msg)[0]
         if role == "disparity":
