@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_perception.data.labels import CLASS_NAMES, class_table
 from mtl_perception.data import layout
+from mtl_perception.data.labels import CLASS_NAMES, class_table
 
 HEIGHT, WIDTH = 32, 64
 

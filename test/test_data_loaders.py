@@ -20,10 +20,10 @@ from fixtures_data import (
 )
 from torch.utils.data import DataLoader
 
+from mtl_perception.data import layout
 from mtl_perception.data.datasets import available_splits, build_dataset
 from mtl_perception.data.labels import CLASS_ID, IGNORE_INDEX
 from mtl_perception.errors import UserError
-from mtl_perception.data import layout
 
 
 def _image(tensor: torch.Tensor) -> np.ndarray:

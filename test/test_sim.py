@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mtl_perception.errors import UserError
 from mtl_perception.data import layout
+from mtl_perception.errors import UserError
 from mtl_perception.sim.generator import GeneratorConfig, generate_dataset
 from mtl_perception.sim.rig import StereoRig
 

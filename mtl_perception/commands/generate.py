@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from mtl_perception.errors import UserError
 from mtl_perception.data import layout
+from mtl_perception.errors import UserError
 
 DEFAULT_SEQUENCES = {"train": 40, "val": 6, "test": 8}
 DEFAULT_FRAMES = {"train": 40, "val": 20, "test": 20}

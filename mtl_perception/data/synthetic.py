@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from mtl_perception.data import layout
 from mtl_perception.data.base import FrameRecord, StereoCalibration, StereoDataset
 from mtl_perception.data.image_io import check_size, read_uint16
 from mtl_perception.data.labels import CLASS_NAMES, IGNORE_INDEX
 from mtl_perception.errors import UserError
-from mtl_perception.data import layout
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl_perception.errors import UserError
 from mtl_perception.data import layout
+from mtl_perception.errors import UserError
 
 StereoPair = tuple[np.ndarray, np.ndarray]  # (left, right) HxWx3 uint8 RGB
 

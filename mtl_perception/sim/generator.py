@@ -23,9 +23,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mtl_perception.data import layout
 from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
-from mtl_perception.data import layout
 from mtl_perception.sim.rig import StereoRig
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
