@@ -24,8 +24,9 @@ import numpy as np
 
 STEREO_INPUTS = ("left", "right")
 MONO_INPUTS = ("image",)
-STEREO_OUTPUTS = ("semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding")
-MONO_OUTPUTS = ("semantic", "semantic_uncertainty", "depth", "depth_uncertainty", "embedding")
+SEMANTIC_OUTPUTS = ("semantic", "semantic_uncertainty", "semantic_confidence")
+STEREO_OUTPUTS = (*SEMANTIC_OUTPUTS, "disparity", "disparity_uncertainty", "embedding")
+MONO_OUTPUTS = (*SEMANTIC_OUTPUTS, "depth", "depth_uncertainty", "embedding")
 STEERING_INPUT = "embeddings"
 STEERING_OUTPUT = "steering"
 
@@ -41,6 +42,7 @@ class OutputSpec:
 OUTPUTS: dict[str, OutputSpec] = {
     "semantic": OutputSpec("class id", "uint8 class ids of the model's class table"),
     "semantic_uncertainty": OutputSpec("1", "normalised predictive entropy, 0 (certain) .. 1"),
+    "semantic_confidence": OutputSpec("1", "top-class softmax probability (what ECE bins)"),
     "disparity": OutputSpec("px", "disparity in pixels of the output image; NaN = invalid"),
     "disparity_uncertainty": OutputSpec("px", "standard deviation of the disparity"),
     "depth": OutputSpec("m", "REP-118 depth: NaN unknown, +Inf too far"),

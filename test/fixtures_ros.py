@@ -42,6 +42,7 @@ OUTPUT_TYPES: dict[str, type] = {
     "semantic": Image,
     "semantic/color": Image,
     "semantic/uncertainty": Image,
+    "semantic/confidence": Image,
     "disparity": DisparityImage,
     "depth": Image,
     "depth/camera_info": CameraInfo,

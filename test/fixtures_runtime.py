@@ -44,6 +44,7 @@ class ConstantBackend:
         maps = {
             "semantic": columns,
             "semantic_uncertainty": np.full((1, height, width), 0.25, np.float32),
+            "semantic_confidence": np.full((1, height, width), 0.8, np.float32),
             "embedding": np.full((1, self.info.embedding_dim), float(self.calls), np.float32),
         }
         prefix = "disparity" if self.info.is_stereo else "depth"

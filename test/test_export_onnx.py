@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mtl_perception.cli import main
+from mtl_perception.contract import STEREO_OUTPUTS
 from mtl_perception.errors import UserError
 from mtl_perception.export.frames import procedural_frames
 from mtl_perception.export.parity import ParityTolerance, check_parity, frame_feeds
@@ -53,7 +54,8 @@ def test_graph_has_design_names_static_shapes_and_metadata(exported: Path) -> No
     assert model.opset_import[0].version >= 17
     assert [i.name for i in model.graph.input] == ["left", "right"]
     outputs = [o.name for o in model.graph.output]
-    assert outputs == ["semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding"]
+    assert outputs == list(STEREO_OUTPUTS)
+    assert STEREO_OUTPUTS[:3] == ("semantic", "semantic_uncertainty", "semantic_confidence")
     info = read_model_info(exported)
     assert info.mode == "stereo"
     assert info.input_size == (64, 128)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from fixtures_networks import random_images, tiny_mono_config, tiny_stereo_config
 
 from mtl_perception.config import ConfigError
+from mtl_perception.contract import SEMANTIC_OUTPUTS, STEREO_OUTPUTS
 from mtl_perception.data.labels import NUM_CLASSES
 from mtl_perception.networks import (
     DeployModel,
@@ -18,7 +20,7 @@ from mtl_perception.networks import (
     build_model,
     model_config_from_dict,
 )
-from mtl_perception.networks.heads import normalized_entropy, upsample
+from mtl_perception.networks.heads import softmax_confidence, upsample
 from mtl_perception.networks.stereo import correlation_cost_volume, soft_argmin
 
 
@@ -86,13 +88,23 @@ def test_deploy_outputs_have_exported_names_types_and_ranges(make_config):
     with torch.no_grad():
         outputs = dict(zip(deploy.output_names, deploy(*inputs), strict=True))
     geometry = "disparity" if config.mode == "stereo" else "depth"
-    expected = ["semantic", "semantic_uncertainty", geometry, f"{geometry}_uncertainty", "embedding"]
+    expected = [
+        "semantic",
+        "semantic_uncertainty",
+        "semantic_confidence",
+        geometry,
+        f"{geometry}_uncertainty",
+    ]
+    expected.append("embedding")
     assert list(outputs) == expected
     h, w = config.input_size
     assert outputs["semantic"].dtype == torch.int32
     assert outputs["semantic"].shape == (2, h, w)
     assert 0 <= int(outputs["semantic"].min()) <= int(outputs["semantic"].max()) < config.num_classes
     assert ((outputs["semantic_uncertainty"] >= 0) & (outputs["semantic_uncertainty"] <= 1)).all()
+    # Top-class probability of C classes lies in [1/C, 1].
+    confidence = outputs["semantic_confidence"]
+    assert ((confidence >= 1 / config.num_classes - 1e-6) & (confidence <= 1)).all()
     assert outputs[geometry].shape == outputs[f"{geometry}_uncertainty"].shape == (2, h, w)
     assert (outputs[f"{geometry}_uncertainty"] > 0).all()
     assert outputs["embedding"].shape == (2, config.embedding_dim)
@@ -102,10 +114,11 @@ def test_laplace_uncertainty_is_sqrt2_times_gaussian_for_the_same_weights():
     torch.manual_seed(0)
     model = build_model(tiny_stereo_config(uncertainty_distribution="gaussian")).eval()
     inputs = random_images(2)
+    index = STEREO_OUTPUTS.index("disparity_uncertainty")
     with torch.no_grad():
-        gaussian = DeployModel(model)(*inputs)[3]
+        gaussian = DeployModel(model)(*inputs)[index]
         model.config = tiny_stereo_config(uncertainty_distribution="laplace")
-        laplace = DeployModel(model)(*inputs)[3]
+        laplace = DeployModel(model)(*inputs)[index]
     torch.testing.assert_close(laplace, gaussian * 2**0.5)
 
 
@@ -198,8 +211,11 @@ def test_deploy_takes_class_ids_at_full_resolution_and_entropy_at_native_resolut
     stride = model.SEMANTIC_LOGITS_STRIDE
     full = upsample(native, stride)
     torch.testing.assert_close(outputs["semantic"], full.argmax(dim=1).to(torch.int32))
-    entropy = normalized_entropy(native, config.num_classes).unsqueeze(1)
+    probabilities = torch.softmax(native, dim=1)
+    entropy = -(probabilities * probabilities.log()).sum(dim=1, keepdim=True) / math.log(config.num_classes)
     torch.testing.assert_close(outputs["semantic_uncertainty"], upsample(entropy, stride).squeeze(1))
+    top = probabilities.max(dim=1, keepdim=True).values
+    torch.testing.assert_close(outputs["semantic_confidence"], upsample(top, stride).squeeze(1))
 
 
 def test_soft_argmin_returns_the_expected_candidate():
@@ -222,11 +238,13 @@ def test_steering_head_maps_a_window_to_one_angle_and_order_matters_only_via_wei
         torch.testing.assert_close(head(embeddings), head(permuted))
 
 
-def test_normalized_entropy_spans_zero_to_one():
+def test_softmax_confidence_spans_its_range():
     certain = torch.full((1, 4, 1, 1), -50.0)
     certain[:, 2] = 50.0
-    assert normalized_entropy(certain, 4).item() == pytest.approx(0.0, abs=1e-6)
-    assert normalized_entropy(torch.zeros(1, 4, 2, 2), 4).allclose(torch.ones(1, 2, 2))
+    confidence, entropy = softmax_confidence(certain, 4)
+    assert entropy.item() == pytest.approx(0.0, abs=1e-6) and confidence.item() == pytest.approx(1.0)
+    confidence, entropy = softmax_confidence(torch.zeros(1, 4, 2, 2), 4)
+    assert entropy.allclose(torch.ones(1, 2, 2)) and confidence.allclose(torch.full((1, 2, 2), 0.25))
 
 
 @pytest.mark.parametrize(
@@ -236,13 +254,13 @@ def test_normalized_entropy_spans_zero_to_one():
             ("semantic", "disparity"),
             ("left", "right"),
             {"semantic_logits", "coarse_semantic_logits", "disparity", "disparity_log_scale", "embedding"},
-            ("semantic", "semantic_uncertainty", "disparity", "disparity_uncertainty", "embedding"),
+            (*SEMANTIC_OUTPUTS, "disparity", "disparity_uncertainty", "embedding"),
         ),
         (
             ("semantic",),
             ("left",),
             {"semantic_logits", "coarse_semantic_logits", "embedding"},
-            ("semantic", "semantic_uncertainty", "embedding"),
+            (*SEMANTIC_OUTPUTS, "embedding"),
         ),
         (
             ("disparity",),

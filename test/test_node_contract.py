@@ -116,6 +116,7 @@ def test_node_publishes_the_pipeline_maps_bit_for_bit(
     np.testing.assert_array_equal(published("semantic"), last.semantic)
     np.testing.assert_array_equal(published("semantic/color"), last.semantic_color())
     np.testing.assert_array_equal(published("semantic/uncertainty"), last.semantic_uncertainty)
+    np.testing.assert_array_equal(published("semantic/confidence"), last.semantic_confidence)
     np.testing.assert_array_equal(published("depth"), last.depth)
     np.testing.assert_array_equal(published("depth/uncertainty"), last.depth_uncertainty)
     disparity_msg = harness.messages("disparity")[-1]

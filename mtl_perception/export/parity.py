@@ -19,6 +19,7 @@ CONTINUOUS_TOLERANCE_FIELD = {
     "depth": "depth",
     "depth_uncertainty": "depth",
     "semantic_uncertainty": "other",
+    "semantic_confidence": "other",
     "embedding": "other",
     "steering": "other",
 }

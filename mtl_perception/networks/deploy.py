@@ -7,7 +7,7 @@ from torch import nn
 
 from mtl_perception.contract import MONO_INPUTS, MONO_OUTPUTS, STEREO_INPUTS, STEREO_OUTPUTS
 from mtl_perception.networks.config import ModelConfig, StereoNetConfig
-from mtl_perception.networks.heads import log_scale_to_std, normalized_entropy, upsample
+from mtl_perception.networks.heads import log_scale_to_std, softmax_confidence, upsample
 
 
 def deploy_signature(config: ModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -19,7 +19,9 @@ def deploy_signature(config: ModelConfig) -> tuple[tuple[str, ...], tuple[str, .
     if not isinstance(config, StereoNetConfig):
         return MONO_INPUTS, MONO_OUTPUTS
     inputs = STEREO_INPUTS if "disparity" in config.tasks else STEREO_INPUTS[:1]
-    dropped = set() if "semantic" in config.tasks else {"semantic", "semantic_uncertainty", "embedding"}
+    dropped = set()
+    if "semantic" not in config.tasks:
+        dropped = {"semantic", "semantic_uncertainty", "semantic_confidence", "embedding"}
     if "disparity" not in config.tasks:
         dropped |= {"disparity", "disparity_uncertainty"}
     return inputs, tuple(name for name in STEREO_OUTPUTS if name not in dropped)
@@ -31,11 +33,12 @@ class DeployModel(nn.Module):
     ``semantic`` is int32 class ids: ONNX ArgMax yields int64, which TensorRT handles poorly as an
     engine output, so the graph casts once here and every backend sees the same dtype.
     ``*_uncertainty`` are standard deviations in output units (pixels or meters); for Laplace
-    that is sqrt(2) * b. ``semantic_uncertainty`` is the normalised entropy (0..1).
+    that is sqrt(2) * b. ``semantic_uncertainty`` is the normalised entropy (0..1) and
+    ``semantic_confidence`` the top-class probability (what ECE and reliability diagrams bin).
 
     The wrapped net is asked for its semantic logits at their native resolution (1/4): the class
     ids come from the logits upsampled to the input size (full-resolution boundaries), while the
-    entropy is taken at 1/4 and the entropy map upsampled. The logits are themselves a bilinear x4
+    entropy and the top-class probability are taken at 1/4 and upsampled. The logits are a bilinear x4
     upsample, so full-resolution entropy cost 16x the LogSoftmax work (the graph's largest cost
     after the convolutions). The maps differ near class boundaries only: there entropy of the
     interpolated logits peaks on a thin line between two confident 1/4-res pixels, which the
@@ -59,8 +62,9 @@ class DeployModel(nn.Module):
         if "semantic_logits" in out:
             logits, stride = out["semantic_logits"], self.model.SEMANTIC_LOGITS_STRIDE
             results["semantic"] = upsample(logits, stride).argmax(dim=1).to(torch.int32)
-            entropy = normalized_entropy(logits, self.config.num_classes)
+            confidence, entropy = softmax_confidence(logits, self.config.num_classes)
             results["semantic_uncertainty"] = upsample(entropy.unsqueeze(1), stride).squeeze(1)
+            results["semantic_confidence"] = upsample(confidence.unsqueeze(1), stride).squeeze(1)
         for geometry in ("disparity", "depth"):
             if geometry in out:
                 std = log_scale_to_std(out[f"{geometry}_log_scale"], self.config.uncertainty_distribution)

@@ -73,14 +73,16 @@ def global_embedding(deepest: torch.Tensor, projection: nn.Linear) -> torch.Tens
     return projection(deepest.mean(dim=(2, 3)))
 
 
-def normalized_entropy(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Entropy of softmax(logits) over dim 1 divided by log(C): NxCxHxW -> NxHxW in [0, 1].
+def softmax_confidence(logits: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-class probability, entropy / log(C)) of softmax(logits) over dim 1: NxCxHxW -> NxHxW each.
 
+    The top-class probability is what ECE bins; the normalised entropy (0..1) ranks uncertainty.
     ``num_classes`` is passed in (not read from the shape) so a trace records a constant.
     """
     log_p = F.log_softmax(logits, dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1)
-    return (entropy / math.log(num_classes)).clamp(0.0, 1.0)
+    confidence = log_p.max(dim=1).values.exp()
+    return confidence, (entropy / math.log(num_classes)).clamp(0.0, 1.0)
 
 
 def log_scale_to_std(log_scale: torch.Tensor, distribution: str) -> torch.Tensor:

@@ -46,6 +46,7 @@ DEFERRED_RESULTS_BYTES = 2 * 2**30  # about 400 frames at 512x256 with ground tr
 OUTPUT_TOPICS = {  # prediction key -> node output topic (relative to the node's namespace)
     "semantic": "semantic",
     "semantic_uncertainty": "semantic/uncertainty",
+    "semantic_confidence": "semantic/confidence",
     "disparity": "disparity",
     "depth": "depth",
     "depth_uncertainty": "depth/uncertainty",
@@ -61,8 +62,7 @@ def private_domain_id() -> int:
 def expected_outputs(info: ModelInfo) -> set[str]:
     """Prediction keys the node publishes for every processed frame of this model (not steering)."""
     keys = {"semantic"}
-    if "semantic_uncertainty" in info.outputs:
-        keys.add("semantic_uncertainty")
+    keys |= {key for key in ("semantic_uncertainty", "semantic_confidence") if key in info.outputs}
     if info.is_stereo:
         keys |= {"disparity", "depth"}
         if "disparity_uncertainty" in info.outputs:

@@ -53,6 +53,7 @@ class PredictionBagWriter:
         )
         for key, topic in (
             ("semantic_uncertainty", "semantic/uncertainty"),
+            ("semantic_confidence", "semantic/confidence"),
             ("depth_uncertainty", "depth/uncertainty"),
         ):
             if key in prediction:

@@ -258,6 +258,7 @@ class PerceptionNode(Node):
         self._pub_semantic = self.create_publisher(Image, "semantic", qos)
         self._pub_semantic_color = self.create_publisher(Image, "semantic/color", qos)
         self._pub_semantic_uncertainty = self.create_publisher(Image, "semantic/uncertainty", qos)
+        self._pub_semantic_confidence = self.create_publisher(Image, "semantic/confidence", qos)
         self._pub_depth = self.create_publisher(Image, "depth", qos)
         self._pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", qos)
         self._pub_depth_uncertainty = self.create_publisher(Image, "depth/uncertainty", qos)
@@ -500,6 +501,10 @@ class PerceptionNode(Node):
             self._pub_semantic_uncertainty.publish(
                 numpy_to_image(result.semantic_uncertainty, "32FC1", header)
             )
+        # Calibration tools (replay's reliability diagram) want it; nobody else pays for it.
+        confidence = result.semantic_confidence
+        if confidence is not None and self._pub_semantic_confidence.get_subscription_count() > 0:
+            self._pub_semantic_confidence.publish(numpy_to_image(confidence, "32FC1", header))
         if result.disparity is not None and self._pub_disparity is not None:
             self._pub_disparity.publish(
                 disparity_image(

@@ -43,6 +43,7 @@ class PipelineResult:
     semantic: np.ndarray  # uint8 HxW class ids
     semantic_uncertainty: np.ndarray  # float32 HxW, 0..1
     embedding: np.ndarray  # float32 (D,)
+    semantic_confidence: np.ndarray | None = None  # float32 HxW top-class probability (newer models)
     # The maps as published (mtl_perception.contract): NaN = unknown/invalid, depth +Inf = too far.
     disparity: np.ndarray | None = None  # float32 HxW pixels of the output image
     disparity_uncertainty: np.ndarray | None = None
@@ -286,6 +287,7 @@ class Pipeline:
         result = PipelineResult(
             semantic=semantic_ids,
             semantic_uncertainty=resized("semantic_uncertainty", cv2.INTER_LINEAR),
+            semantic_confidence=resized("semantic_confidence", cv2.INTER_LINEAR),
             embedding=np.array(outputs["embedding"], np.float32).reshape(-1),  # copy: backends reuse buffers
             scale_x=out_w / in_w,
             scale_y=out_h / in_h,
