@@ -9,7 +9,7 @@ from fixtures_training import ShiftedStereoDataset, tiny_train_config
 
 from mtl_perception.export.onnx_export import write_onnx
 from mtl_perception.networks import DeployModel, load_checkpoint
-from mtl_perception.runtime.torch_backend import describe_deploy_model
+from mtl_perception.networks.deploy import describe_deploy_model
 from mtl_perception.training.trainer import FINAL_NAME, Trainer
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from fixtures_networks import tiny_stereo_config
 
-from mtl_perception.export.frames import procedural_frames
+from mtl_perception.data import rosbag_io
+from mtl_perception.data.frames import procedural_frames
 from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head
+from mtl_perception.model_info import steering_path_for
 from mtl_perception.networks import DeployModel, SteeringHead, build_model
-from mtl_perception.replay import rosbag_io
-from mtl_perception.runtime.model_info import steering_path_for
 
 SIZE = (64, 128)  # model input and bag image size (H, W)
 FRAMES = 6

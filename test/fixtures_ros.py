@@ -28,10 +28,10 @@ from stereo_msgs.msg import DisparityImage
 from visualization_msgs.msg import Marker
 
 from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head
+from mtl_perception.model_info import steering_path_for
 from mtl_perception.networks import DeployModel, SteeringHead, build_model
 from mtl_perception.ros.conversions import numpy_to_image
 from mtl_perception.ros.spinning import BackgroundSpinner
-from mtl_perception.runtime.model_info import steering_path_for
 
 FX = 100.0
 BASELINE = 0.12

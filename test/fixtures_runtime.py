@@ -6,7 +6,7 @@ import numpy as np
 
 from mtl_perception.contract import MONO_OUTPUTS, STEREO_OUTPUTS
 from mtl_perception.data.labels import class_table
-from mtl_perception.runtime.model_info import ModelInfo
+from mtl_perception.model_info import ModelInfo
 
 
 def fake_info(mode: str = "stereo", size: tuple[int, int] = (64, 128), embedding_dim: int = 4) -> ModelInfo:

@@ -1,6 +1,6 @@
 """Fake ``tensorrt`` and ``cuda.bindings.runtime`` modules that record engine builds (no GPU needed).
 
-They implement just the calls ``mtl_perception.export.tensorrt_engine`` makes, with the same shapes
+They implement just the calls ``mtl_perception.runtime.tensorrt_engine`` makes, with the same shapes
 as the real APIs (cuda-python returns ``(error, value...)`` tuples, device names are NUL-padded
 bytes). A built "engine" is JSON naming what it was built from, so a test can tell which build a
 file came from. Run as a script, this module is a second process racing for the same engine.
@@ -236,7 +236,7 @@ def _cuda_modules(cudart: FakeCudart | None) -> dict[str, Any]:
 
 def race_in_child(onnx: str, engine: str, build_log: str, ready: str, go: str) -> None:
     """One process of a multi-process race: fakes in place, signal ready, wait for go, ensure."""
-    from mtl_perception.export.tensorrt_engine import ensure_engine
+    from mtl_perception.runtime.tensorrt_engine import ensure_engine
 
     cudart = FakeCudart([ORIN])
     sys.modules.update(_cuda_modules(cudart))

@@ -97,7 +97,7 @@ def test_pipeline_applies_the_policy_it_is_given() -> None:
 
 
 def test_one_encodings_table_for_every_reader() -> None:
-    from mtl_perception.replay import rosbag_io
+    from mtl_perception.data import rosbag_io
     from mtl_perception.runtime import pipeline
 
     assert set(INPUT_ENCODINGS) <= set(ENCODINGS)

@@ -21,7 +21,7 @@ from test_baseline_sgbm import texture
 from mtl_perception.cli import main
 from mtl_perception.data import layout
 from mtl_perception.data.labels import class_table
-from mtl_perception.runtime.model_info import ModelInfo
+from mtl_perception.model_info import ModelInfo
 
 HEIGHT, WIDTH = 64, 192
 DISPARITY = 8  # px; whole pixels, so the disparity PNG (value * 256) holds it exactly

@@ -13,9 +13,10 @@ import torch
 
 from mtl_perception.cli import main
 from mtl_perception.contract import STEREO_OUTPUTS
+from mtl_perception.data.frames import frame_feeds, procedural_frames
 from mtl_perception.errors import UserError
-from mtl_perception.export.frames import procedural_frames
-from mtl_perception.export.parity import ParityTolerance, check_parity, frame_feeds
+from mtl_perception.export.parity import ParityTolerance, check_parity
+from mtl_perception.model_info import steering_path_for
 from mtl_perception.networks import MonoNetConfig, SteeringHead, StereoNetConfig, build_model, save_checkpoint
 from mtl_perception.runtime import (
     CameraModel,
@@ -24,7 +25,6 @@ from mtl_perception.runtime import (
     create_backend,
     read_model_info,
 )
-from mtl_perception.runtime.model_info import steering_path_for
 
 TINY = {
     "pretrained": False,
@@ -176,7 +176,7 @@ class EngineRequests:
 def test_failed_parity_leaves_the_previous_model_and_builds_no_engine(
     exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mtl_perception.export import tensorrt_engine
+    from mtl_perception.runtime import tensorrt_engine
 
     engine_requests = EngineRequests()
     monkeypatch.setattr(tensorrt_engine, "ensure_engine", engine_requests)

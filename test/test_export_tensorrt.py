@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl_perception.export.frames import procedural_frames
-from mtl_perception.export.parity import ParityTolerance, check_parity, frame_feeds
-from mtl_perception.export.tensorrt_engine import (
+from mtl_perception.data.frames import frame_feeds, procedural_frames
+from mtl_perception.export.parity import ParityTolerance, check_parity
+from mtl_perception.runtime.backend import BackendUnavailableError, create_backend
+from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from mtl_perception.runtime.tensorrt_engine import (
     EngineKey,
     TensorRTUnavailableError,
     engine_mismatch,
@@ -25,8 +27,6 @@ from mtl_perception.export.tensorrt_engine import (
     tensorrt_modules,
     write_sidecar,
 )
-from mtl_perception.runtime.backend import BackendUnavailableError, create_backend
-from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 KEY = EngineKey(

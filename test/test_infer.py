@@ -12,7 +12,7 @@ from fixtures_replay import tiny_model
 
 from mtl_perception.cli import main
 from mtl_perception.contract import OutputPolicy
-from mtl_perception.export.frames import procedural_frames
+from mtl_perception.data.frames import procedural_frames
 from mtl_perception.runtime import CameraModel, Pipeline, create_backend
 
 __all__ = ["tiny_model"]  # session fixture used by name

@@ -26,11 +26,11 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 
 from mtl_perception.contract import OutputPolicy, disparity_message_values
-from mtl_perception.export.frames import procedural_frames
+from mtl_perception.data.frames import procedural_frames
+from mtl_perception.model_info import steering_path_for
 from mtl_perception.ros.conversions import image_to_numpy
 from mtl_perception.ros.node import PerceptionNode
 from mtl_perception.runtime import CameraModel, Pipeline, create_backend
-from mtl_perception.runtime.model_info import steering_path_for
 
 ros_context = fixtures_ros.ros_context
 tiny_models = fixtures_ros.tiny_models

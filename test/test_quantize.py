@@ -13,9 +13,8 @@ from fixtures_quantize import export_tiny_model
 
 from mtl_perception.cli import main
 from mtl_perception.commands.quantize import hold_out
+from mtl_perception.data.frames import frame_feeds, procedural_frames
 from mtl_perception.errors import UserError
-from mtl_perception.export.frames import procedural_frames
-from mtl_perception.export.parity import frame_feeds
 from mtl_perception.export.quantize import (
     activation_products,
     calibration_feeds,
@@ -24,8 +23,8 @@ from mtl_perception.export.quantize import (
     output_head_nodes,
     quantize_int8,
 )
+from mtl_perception.model_info import steering_path_for
 from mtl_perception.runtime import CameraModel, Pipeline, create_backend, read_model_info
-from mtl_perception.runtime.model_info import steering_path_for
 
 # Measured on this fixture (40 training steps, 4 calibration frames, 2 held-out test frames): 98 % of
 # pixels keep their class, disparity moves 0.06 px on average; the bounds leave room for CPU kernels.

@@ -19,8 +19,8 @@ from fixtures_replay import (
 )
 
 from mtl_perception.cli import main
+from mtl_perception.data import rosbag_io
 from mtl_perception.errors import UserError
-from mtl_perception.replay import rosbag_io
 from mtl_perception.replay.bag_source import BagReadError, BagSource, ReplayTopics, decode_image
 from mtl_perception.replay.gates import Gate, failed_gates, parse_gates
 from mtl_perception.runtime import read_model_info

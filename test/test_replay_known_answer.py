@@ -22,8 +22,8 @@ from rosbags.rosbag2 import Reader
 from mtl_perception import runtime
 from mtl_perception.cli import main
 from mtl_perception.contract import STEREO_OUTPUTS
+from mtl_perception.data import rosbag_io
 from mtl_perception.data.labels import CLASSES
-from mtl_perception.replay import rosbag_io
 from mtl_perception.replay.bag_source import BagReadError, BagSource
 from mtl_perception.replay.evaluation import ReplayEvaluator
 from mtl_perception.runtime import ModelInfo

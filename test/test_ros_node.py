@@ -31,8 +31,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
+from mtl_perception.data.frames import procedural_frames
 from mtl_perception.errors import UserError
-from mtl_perception.export.frames import procedural_frames
 from mtl_perception.ros.conversions import image_to_numpy
 from mtl_perception.ros.node import PerceptionNode
 from mtl_perception.runtime import CameraModel, create_backend

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl_perception.replay import rosbag_io as rb
+from mtl_perception.data import rosbag_io as rb
 from mtl_perception.sim.rig import StereoRig
 
 

@@ -15,8 +15,8 @@ import pytest
 from fixtures_tensorrt import ORIN, RTX, FakeCudart, FakeGpu, FakeTensorRT, engine_payload, install
 
 from mtl_perception.errors import UserError
-from mtl_perception.export import tensorrt_engine
-from mtl_perception.export.tensorrt_engine import (
+from mtl_perception.runtime import tensorrt_engine
+from mtl_perception.runtime.tensorrt_engine import (
     TensorRTUnavailableError,
     current_key,
     engine_mismatch,

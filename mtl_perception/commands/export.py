@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     """
     from mtl_perception.export.onnx_export import Staging, export_deploy_model, export_steering_head
     from mtl_perception.export.parity import ParityTolerance
+    from mtl_perception.model_info import check_model_file, steering_path_for
     from mtl_perception.networks import DeployModel, load_checkpoint
-    from mtl_perception.runtime.model_info import check_model_file, steering_path_for
 
     if args.opset < 17:
         raise UserError(f"--opset {args.opset}: the exported graphs need opset 17 or newer")
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         for path in staging.promote():
             print(f"wrote {path}")
     if args.tensorrt:
-        from mtl_perception.export.tensorrt_engine import ensure_engine
+        from mtl_perception.runtime.tensorrt_engine import ensure_engine
 
         engine = ensure_engine(
             output, engine_path=args.engine, force_engine_update=args.force_engine_update, fp16=not args.fp32

@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         int8_path_for,
         quantize_int8,
     )
+    from mtl_perception.model_info import steering_path_for
     from mtl_perception.runtime import read_model_info
-    from mtl_perception.runtime.model_info import steering_path_for
 
     if args.frames < 1 or args.check_frames < 0:
         raise UserError("--frames must be at least 1 and --check-frames at least 0")

@@ -16,11 +16,11 @@ import onnx
 import torch
 
 from mtl_perception import __version__
-from mtl_perception.export.frames import stereo_frames
-from mtl_perception.export.parity import InferFn, ParityReport, ParityTolerance, check_parity, frame_feeds
-from mtl_perception.runtime.model_info import STEERING_MODE, ModelInfo
+from mtl_perception.data.frames import frame_feeds, stereo_frames
+from mtl_perception.export.parity import InferFn, ParityReport, ParityTolerance, check_parity
+from mtl_perception.model_info import STEERING_MODE, ModelInfo
+from mtl_perception.networks.deploy import describe_deploy_model
 from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
-from mtl_perception.runtime.torch_backend import describe_deploy_model
 
 OPSET = 17
 log = logging.getLogger(__name__)

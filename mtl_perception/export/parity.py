@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
-
-from mtl_perception.export.frames import StereoPair
-from mtl_perception.runtime.model_info import ModelInfo
 
 InferFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 # Outputs compared by max absolute difference, with the tolerance field that bounds each.
@@ -54,18 +50,6 @@ class ParityReport:
         lines += [f"  {name} max abs diff: {value:.3g}" for name, value in sorted(self.max_abs.items())]
         lines += [f"  failed: {failure}" for failure in self.failures]
         return "\n".join(lines)
-
-
-def frame_feeds(pairs: Sequence[StereoPair], info: ModelInfo) -> list[dict[str, np.ndarray]]:
-    """Graph inputs (float32 1x3xHxW, 0..1) for each frame, stretched to the model's input size."""
-    height, width = info.input_size
-
-    def tensor(view: np.ndarray) -> np.ndarray:
-        resized = cv2.resize(view, (width, height), interpolation=cv2.INTER_AREA)
-        return (resized.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
-
-    # Mono models take the left view only: zip stops at the graph's inputs.
-    return [{name: tensor(view) for name, view in zip(info.inputs, pair, strict=False)} for pair in pairs]
 
 
 def check_parity(

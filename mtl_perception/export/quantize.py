@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mtl_perception.errors import UserError
 from mtl_perception.export.onnx_export import set_metadata
-from mtl_perception.runtime.model_info import ModelInfo, read_model_info
+from mtl_perception.model_info import ModelInfo, read_model_info
 from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
 log = logging.getLogger(__name__)

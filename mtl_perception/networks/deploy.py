@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtl_perception import __version__
 from mtl_perception.contract import MONO_INPUTS, MONO_OUTPUTS, STEREO_INPUTS, STEREO_OUTPUTS
+from mtl_perception.data.labels import class_table
+from mtl_perception.model_info import ModelInfo
 from mtl_perception.networks.config import ModelConfig, StereoNetConfig
 from mtl_perception.networks.heads import log_scale_to_std, softmax_confidence, upsample
 
@@ -78,3 +81,22 @@ class DeployModel(nn.Module):
         """Zero inputs at the configured input size, for tracing and export."""
         height, width = self.config.input_size
         return tuple(torch.zeros(batch, 3, height, width) for _ in self.input_names)
+
+
+def describe_deploy_model(deploy: DeployModel, config: ModelConfig) -> ModelInfo:
+    """The ModelInfo of a DeployModel built from ``config`` (what export writes into the ONNX file)."""
+    height, width = (int(v) for v in config.input_size)
+    extra = {}
+    if config.mode == "mono":
+        extra = {"min_depth": repr(float(config.min_depth)), "max_depth": repr(float(config.max_depth))}
+    return ModelInfo(
+        mode=str(config.mode),
+        inputs={name: (1, 3, height, width) for name in deploy.input_names},
+        outputs=tuple(deploy.output_names),
+        version=__version__,
+        embedding_dim=int(config.embedding_dim),
+        input_size=(height, width),
+        max_disparity=float(getattr(config, "max_disparity", 0.0)),
+        classes=tuple(class_table()[: int(config.num_classes)]),
+        extra=extra,
+    )

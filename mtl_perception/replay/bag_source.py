@@ -18,9 +18,9 @@ import yaml
 from rosbags.rosbag2 import Reader
 
 from mtl_perception.contract import INPUT_ENCODINGS
+from mtl_perception.data import rosbag_io
 from mtl_perception.errors import UserError
 from mtl_perception.image_codec import decode_compressed
-from mtl_perception.replay import rosbag_io
 
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (rosbag_io.IMAGE, COMPRESSED_IMAGE)

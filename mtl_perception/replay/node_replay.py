@@ -29,12 +29,12 @@ import numpy as np
 
 from mtl_perception.contract import disparity_from_message_values
 from mtl_perception.errors import UserError
+from mtl_perception.model_info import ModelInfo, read_model_info, steering_path_for
 from mtl_perception.replay.bag_source import ReplayFrame
 from mtl_perception.replay.evaluation import Prediction
 from mtl_perception.replay.session import FrameResult, ReplayOptions
 from mtl_perception.ros.dds import PROFILE_VARIABLES, apply_large_image_profile
 from mtl_perception.ros.spinning import BackgroundSpinner
-from mtl_perception.runtime.model_info import ModelInfo, read_model_info, steering_path_for
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/mtl_replay"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtl_perception.contract import to_rgb
+from mtl_perception.data import rosbag_io
 from mtl_perception.data.labels import colorize
-from mtl_perception.replay import rosbag_io
 from mtl_perception.replay.bag_source import ReplayFrame
 from mtl_perception.replay.evaluation import Prediction
 

@@ -62,8 +62,8 @@ class ReplayOutcome:
 
 def pipeline_results(frames: Iterator[ReplayFrame], options: ReplayOptions) -> Iterator[FrameResult]:
     """In-process replay through the runtime pipeline, as fast as it goes (nothing is dropped)."""
+    from mtl_perception.model_info import steering_path_for
     from mtl_perception.runtime import CameraModel, Pipeline, create_backend
-    from mtl_perception.runtime.model_info import steering_path_for
 
     backend = create_backend(options.backend, options.model, threads=options.threads)
     steering_path = steering_path_for(options.model)

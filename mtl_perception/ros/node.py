@@ -47,6 +47,7 @@ from visualization_msgs.msg import Marker
 
 from mtl_perception.contract import OutputPolicy
 from mtl_perception.errors import UserError
+from mtl_perception.model_info import steering_path_for
 from mtl_perception.ros.conversions import (
     InvalidMessageError,
     compressed_to_numpy,
@@ -63,7 +64,6 @@ from mtl_perception.ros.resources import default_model_path
 from mtl_perception.ros.sync import StampedPair, StereoSynchronizer
 from mtl_perception.ros.visualization import steering_marker, steering_message
 from mtl_perception.runtime import Backend, CameraModel, InputError, Pipeline, PipelineResult, create_backend
-from mtl_perception.runtime.model_info import steering_path_for
 
 NODE_NAME = "mtl_perception"
 OUTPUT_DEPTH = 5  # keep-last depth of every publisher and subscription

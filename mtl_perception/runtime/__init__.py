@@ -3,8 +3,8 @@
 Public API: ``create_backend`` -> ``Backend``; ``Pipeline(backend).process(...)`` -> ``PipelineResult``.
 """
 
+from mtl_perception.model_info import ModelFileError, ModelInfo, read_model_info
 from mtl_perception.runtime.backend import BACKEND_KINDS, Backend, BackendUnavailableError, create_backend
-from mtl_perception.runtime.model_info import ModelFileError, ModelInfo, read_model_info
 from mtl_perception.runtime.pipeline import CameraModel, InputError, Pipeline, PipelineResult
 
 __all__ = [

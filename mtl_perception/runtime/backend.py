@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from mtl_perception.errors import UserError
-from mtl_perception.runtime.model_info import ModelInfo, check_model_file
+from mtl_perception.model_info import ModelInfo, check_model_file
 
 BACKEND_KINDS = ("auto", "tensorrt", "onnxruntime", "torch")
 

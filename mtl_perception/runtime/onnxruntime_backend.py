@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_perception.runtime.model_info import ModelFileError, ModelInfo, read_model_info
+from mtl_perception.model_info import ModelFileError, ModelInfo, read_model_info
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 

@@ -17,8 +17,8 @@ from mtl_perception.contract import (
     stereo_maps,
     to_rgb,
 )
+from mtl_perception.model_info import STEERING_MODE, ModelInfo
 from mtl_perception.runtime.backend import Backend
-from mtl_perception.runtime.model_info import STEERING_MODE, ModelInfo
 
 OUTPUT_RESOLUTIONS = ("input", "model")
 RESIZE_MODES = ("stretch", "letterbox")

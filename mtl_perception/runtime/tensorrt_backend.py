@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from mtl_perception.export.tensorrt_engine import (
+from mtl_perception.model_info import ModelFileError, ModelInfo, read_model_info
+from mtl_perception.runtime.backend import BackendUnavailableError
+from mtl_perception.runtime.tensorrt_engine import (
     TensorRTUnavailableError,
     ensure_engine,
     select_device,
     tensorrt_modules,
 )
-from mtl_perception.runtime.backend import BackendUnavailableError
-from mtl_perception.runtime.model_info import ModelFileError, ModelInfo, read_model_info
 
 
 class TensorRTBackend:

@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from mtl_perception import __version__
-from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
-from mtl_perception.runtime.model_info import ModelFileError, ModelInfo, check_model_file
-
-
-def describe_deploy_model(deploy: torch.nn.Module, config: Any) -> ModelInfo:
-    """The ModelInfo of a DeployModel built from ``config`` (what export writes into the ONNX file)."""
-    height, width = (int(v) for v in config.input_size)
-    extra = {}
-    if config.mode == "mono":
-        extra = {"min_depth": repr(float(config.min_depth)), "max_depth": repr(float(config.max_depth))}
-    return ModelInfo(
-        mode=str(config.mode),
-        inputs={name: (1, 3, height, width) for name in deploy.input_names},
-        outputs=tuple(deploy.output_names),
-        version=__version__,
-        embedding_dim=int(config.embedding_dim),
-        input_size=(height, width),
-        max_disparity=float(getattr(config, "max_disparity", 0.0)),
-        classes=tuple(class_table()[: int(config.num_classes)]),
-        extra=extra,
-    )
+from mtl_perception.model_info import ModelFileError, check_model_file
 
 
 class TorchBackend:
@@ -46,6 +24,7 @@ class TorchBackend:
         self, checkpoint: str | Path, *, threads: int | None = None, device: str | None = None
     ) -> None:
         from mtl_perception.networks import DeployModel, load_checkpoint
+        from mtl_perception.networks.deploy import describe_deploy_model
 
         path = check_model_file(checkpoint, ".pt")
         try:

@@ -190,7 +190,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
 
 def write_sequence_bag(root: Path, split: str, sequence: str, bag_path: Path, storage: str = "mcap") -> Path:
     """Convert one written sequence to a rosbag2 (inputs + ground truth topics), atomically."""
-    from mtl_perception.replay.rosbag_io import BagWriter, write_stereo_frame
+    from mtl_perception.data.rosbag_io import BagWriter, write_stereo_frame
 
     calib = json.loads(layout.calib_path(root, split, sequence).read_text())
     with layout.steering_path(root, split, sequence).open() as f:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mtl_perception.contract import resize_image
 from mtl_perception.data import layout
 from mtl_perception.errors import UserError
+from mtl_perception.model_info import ModelInfo
 
 StereoPair = tuple[np.ndarray, np.ndarray]  # (left, right) HxWx3 uint8 RGB
 
@@ -57,3 +60,16 @@ def procedural_frames(size: tuple[int, int], count: int, seed: int = 0) -> list[
 def stereo_frames(size: tuple[int, int], count: int, data_root: str | Path | None = None) -> list[StereoPair]:
     """Frames from ``data_root`` when given (any size; the pipeline resizes), else procedural ones."""
     return dataset_frames(data_root, count) if data_root else procedural_frames(size, count)
+
+
+def frame_feeds(pairs: Sequence[StereoPair], info: ModelInfo) -> list[dict[str, np.ndarray]]:
+    """Graph inputs (float32 1x3xHxW, 0..1) for each frame, stretched to the model's input size
+    with the runtime's own resize (so parity, calibration and benchmarks feed what a robot feeds)."""
+    height, width = info.input_size
+
+    def tensor(view: np.ndarray) -> np.ndarray:
+        resized = resize_image(view, width, height)
+        return (resized.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
+
+    # Mono models take the left view only: zip stops at the graph's inputs.
+    return [{name: tensor(view) for name, view in zip(info.inputs, pair, strict=False)} for pair in pairs]
