@@ -66,7 +66,8 @@ SPECS: dict[str, _Spec] = {
         read_only=True,
     ),
     "engine_file_path": _Spec(
-        "TensorRT engine cache file; empty = cached next to the model by model hash, GPU and version",
+        "TensorRT engine file; empty = the engine cache (~/.cache/mtl_perception/engines), "
+        "keyed by model hash, GPU and TensorRT version",
         read_only=True,
     ),
     "force_engine_update": _Spec("Rebuild the TensorRT engine even if a cached one matches", read_only=True),
