@@ -1,7 +1,7 @@
 """Where ONNX Runtime spends its time in an exported model: kernel time per operator type.
 
     python benchmarks/ort_profile.py models/stereo_default.onnx models/stereo_default.int8.onnx \
-        --threads 2 --runs 12 --output benchmarks/results/ort_profile_stereo_default.json
+        --threads 2 --runs 12 --json benchmarks/results/ort_profile_stereo_default.json
 
 Uses ONNX Runtime's own profiler (CPU execution provider) on random inputs of the model's static
 shapes; the first run is a warm-up and not counted. Prints the top operator types per model and writes
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--runs", type=int, default=12, help="profiled runs per model")
     parser.add_argument("--top", type=int, default=8, help="operator types printed per model")
-    parser.add_argument("--output", type=Path, help="JSON file (default: print only)")
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file (default: print only)")
     args = parser.parse_args()
     report = {"threads": args.threads, "runs": args.runs, "models": {}}
     for model in args.models:
@@ -62,9 +62,9 @@ def main() -> None:
         print(f"{model}: {total:.1f} ms of kernels per run")
         for op, ms in list(per_op.items())[: args.top]:
             print(f"  {op:24s} {ms:7.2f} ms  {ms / total:6.1%}")
-    if args.output:
-        args.output.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.output}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """End-to-end latency and throughput of the ROS node over DDS, against the pipeline alone.
 
     python benchmarks/ros_latency.py --model models/stereo_default.onnx --frames 200 --rate 30 \
-        --output ros_latency.json
+        --json ros_latency.json
 
 Latency is output arrival time minus the input header stamp (both wall clock, same machine), on
 the `depth` topic (the last large image the node publishes per frame); fps over DDS is the rate
@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from tqdm import tqdm
 
-from mtl_perception.export.frames import procedural_frames
+from mtl_perception.data.frames import procedural_frames
 from mtl_perception.ros.conversions import numpy_to_image
 from mtl_perception.ros.node import PerceptionNode
 from mtl_perception.ros.spinning import BackgroundSpinner
@@ -170,7 +170,9 @@ def main() -> int:
         "--cpu-spin-wait", action="store_true", help="ONNX Runtime threads busy-wait (node and pipeline)"
     )
     parser.add_argument("--domain-id", type=int, default=150 + os.getpid() % 50, help="ROS_DOMAIN_ID to use")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file (default: stdout only)")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the figures to this JSON file (default: stdout only)"
+    )
     args = parser.parse_args()
     frames = procedural_frames(tuple(args.size), 8)
     report = {
@@ -184,8 +186,8 @@ def main() -> int:
     }
     text = json.dumps(report, indent=2)
     print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    if args.json:
+        args.json.write_text(text + "\n")
     return 0
 
 

@@ -21,6 +21,6 @@ if __name__ == "__main__":
         "--backends", "onnxruntime", "torch",
         "--threads", "2",
         "--frames", "50",
-        "--output", str(RESULTS / f"speed_{platform.node() or 'host'}.json"),
+        "--json", str(RESULTS / f"speed_{platform.node() or 'host'}.json"),
     ]  # fmt: skip
     sys.exit(main(preset + sys.argv[1:]))

@@ -1,16 +1,45 @@
-"""Timing loops and latency statistics shared by `mtl-perception benchmark` and benchmarks/*.py."""
+"""Timing loops, latency statistics and isolated measurements for `mtl-perception benchmark` and
+benchmarks/*.py.
+
+Each figure of `mtl-perception benchmark` is measured in a process of its own
+(``measure_isolated``) that loads only the backend it times, as a user's process does. The command
+used to time everything in its own process: ONNX Runtime ran after torch had exported (and
+parity-checked) the model there, beside the other sessions of the comparison, with cv2/torch
+thread counts set, and its figures disagreed with a short script's. Measured on a quiet 16-core
+machine, each process pinned to 2 cores, stereo_default 256x512, pipeline p50 over 35 frames, five
+interleaved rounds: short script 39-52 ms (median 42.0), the isolated worker 40-47 (41.3), the
+worker started by a parent that had run torch and held two sessions 41-43 (41.9); in the timing
+process itself, cv2.setNumThreads(2) gave median 43.4 and two more open sessions 43.1, and in an
+earlier two rounds torch run beforehand 52-53 where the short script gave 42-43. The spread between
+identical processes (39-52 ms) was as large as any single factor, so no one thread pool is "the"
+cause: isolation removes the whole class. ONNX Runtime pool threads sleeping instead of spinning
+(``spin_wait=False``, the node's ``cpu_spin_wait`` default) measured 56-57 ms there: the figures
+here are for spinning threads, the library default. An ONNX Runtime or SGBM worker never imports
+torch.
+
+Run as a worker: ``python -m mtl_perception.runtime.benchmark '<Measurement as JSON>'`` prints one
+JSON line with the figures.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from tqdm import tqdm
 
-from mtl_perception.export.frames import StereoPair
+from mtl_perception.data.frames import StereoPair
 from mtl_perception.runtime.pipeline import Pipeline
+
+# What one isolated measurement times: the whole pipeline of a backend, a bare ONNX Runtime session
+# (inference only, for the multi-task vs single-task comparison), or the SGBM baseline.
+MEASUREMENTS = ("pipeline", "infer", "sgbm")
 
 
 @dataclass
@@ -67,3 +96,121 @@ def time_pipeline(
         **{k: round(v, 3) for k, v in mean.items()},
         "pre_post_share_of_infer": round((mean["pre_ms"] + mean["post_ms"]) / mean["infer_ms"], 4),
     }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One figure of the benchmark: what to time, on which frames, with how many threads.
+
+    ``model`` is the .onnx file (``pipeline`` with backend torch opens the .pt beside it; ``sgbm``
+    needs none). Frames come from ``data`` when given, else procedural frames of ``size`` (H, W);
+    ``sgbm`` matches them at ``size`` over ``max_disparity``.
+    """
+
+    what: str
+    label: str
+    size: tuple[int, int]
+    threads: int
+    frames: int
+    warmup: int
+    model: str | None = None
+    backend: str = "onnxruntime"
+    data: str | None = None
+    max_disparity: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.what not in MEASUREMENTS:
+            raise ValueError(f"unknown measurement {self.what!r}; expected one of {MEASUREMENTS}")
+        if self.what != "sgbm" and self.model is None:
+            raise ValueError(f"a {self.what} measurement needs a model file")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Measurement:
+        values = json.loads(text)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown measurement fields {sorted(unknown)}")
+        return cls(**{**values, "size": tuple(values["size"])})
+
+
+def measure(spec: Measurement) -> dict[str, object]:
+    """Run one measurement in this process; returns its figures (``skipped`` if the backend can't run).
+
+    Meant for a fresh process (``measure_isolated``): it loads only what ``spec`` times.
+    """
+    import cv2
+
+    from mtl_perception.data.frames import stereo_frames
+
+    # The pipeline's resizes and SGBM run on OpenCV's pool: the same thread budget as the backend.
+    cv2.setNumThreads(spec.threads)
+    pairs = stereo_frames(spec.size, 8, spec.data)
+    out: dict[str, object] = {"load_average_1min": round(os.getloadavg()[0], 2)}
+    if spec.what == "sgbm":
+        return {**out, **_time_sgbm(spec, pairs)}
+    assert spec.model is not None
+    if spec.what == "infer":
+        from mtl_perception.data.frames import frame_feeds
+        from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        session = OnnxRuntimeBackend(spec.model, threads=spec.threads)
+        feeds = frame_feeds(pairs, session.info)
+        try:
+            stats = time_calls(
+                lambda i: session.infer(feeds[i % len(feeds)]), spec.frames, spec.warmup, spec.label
+            )
+        finally:
+            session.close()
+        return {**out, **stats.as_dict()}
+    from mtl_perception.runtime import BackendUnavailableError, create_backend
+
+    try:
+        backend = create_backend(spec.backend, spec.model, threads=spec.threads)
+    except BackendUnavailableError as exc:
+        return {"skipped": str(exc)}
+    try:
+        return {**out, **time_pipeline(Pipeline(backend), pairs, spec.frames, spec.warmup, spec.label)}
+    finally:
+        backend.close()
+
+
+def _time_sgbm(spec: Measurement, pairs: Sequence[StereoPair]) -> dict[str, object]:
+    """The SGBM baseline that `evaluate --baseline sgbm` scores, on RGB frames resized to ``size``."""
+    import cv2
+
+    from mtl_perception.baselines.sgbm import num_disparities, sgbm_disparity, sgbm_matcher
+
+    height, width = spec.size
+    resized = [
+        tuple(cv2.resize(view, (width, height), interpolation=cv2.INTER_AREA) for view in pair)
+        for pair in pairs
+    ]
+    matcher = sgbm_matcher(spec.max_disparity)
+    stats = time_calls(
+        lambda i: sgbm_disparity(matcher, *resized[i % len(resized)]), spec.frames, spec.warmup, spec.label
+    )
+    return {**stats.as_dict(), "num_disparities": num_disparities(spec.max_disparity)}
+
+
+class MeasurementError(RuntimeError):
+    """An isolated measurement process failed (its error went to stderr)."""
+
+
+def measure_isolated(spec: Measurement) -> dict[str, object]:
+    """``measure(spec)`` in a fresh Python process, so nothing else in the caller's process competes.
+
+    The worker's progress and errors go to this process's stderr; its figures come back on stdout.
+    """
+    command = [sys.executable, "-m", "mtl_perception.runtime.benchmark", spec.to_json()]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise MeasurementError(f"{spec.label}: the measurement process failed (exit code {done.returncode})")
+    return json.loads(lines[-1])
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(Measurement.from_json(sys.argv[1]))), flush=True)
