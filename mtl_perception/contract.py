@@ -165,14 +165,13 @@ def stereo_maps(
 def mono_maps(
     depth: np.ndarray, depth_uncertainty: np.ndarray | None, policy: OutputPolicy
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(depth, depth_uncertainty) as published from a mono network's raw metric depth."""
-    depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan)).astype(
-        np.float32, copy=False
-    )
+    """(depth, depth_uncertainty) as published from a mono network's raw metric depth: NaN where
+    it is not positive (or NaN), +Inf kept (too far). The inputs are not modified."""
+    depth = depth.astype(np.float32, copy=True)
+    np.copyto(depth, np.float32(np.nan), where=~(depth > 0))
     if depth_uncertainty is not None:
-        depth_uncertainty = np.where(np.isfinite(depth), depth_uncertainty, np.float32(np.nan)).astype(
-            np.float32, copy=False
-        )
+        depth_uncertainty = depth_uncertainty.astype(np.float32, copy=True)
+        np.copyto(depth_uncertainty, np.float32(np.nan), where=~np.isfinite(depth))
         _mask_unconfident(depth, depth_uncertainty, policy)
     return depth, depth_uncertainty
 

@@ -50,11 +50,12 @@ def test_no_calibration_gives_no_depth() -> None:
 
 
 def test_mono_maps_known_answer() -> None:
-    depth = np.array([[5.0, 0.0, -1.0, np.nan, 40.0]], np.float32)
-    sigma = np.array([[1.0, 1.0, 1.0, 1.0, 9.0]], np.float32)
+    depth = np.array([[5.0, 0.0, -1.0, np.nan, 40.0, np.inf]], np.float32)
+    sigma = np.array([[1.0, 1.0, 1.0, 1.0, 9.0, 1.0]], np.float32)
     published, published_sigma = mono_maps(depth, sigma, OutputPolicy(confidence_threshold=8.0))
-    np.testing.assert_array_equal(published, [[5.0, NAN, NAN, NAN, NAN]])
-    np.testing.assert_array_equal(published_sigma, [[1.0, NAN, NAN, NAN, 9.0]])
+    np.testing.assert_array_equal(published, [[5.0, NAN, NAN, NAN, NAN, INF]])
+    np.testing.assert_array_equal(published_sigma, [[1.0, NAN, NAN, NAN, 9.0, NAN]])
+    assert depth[0, 1] == 0.0 and sigma[0, 4] == 9.0  # inputs left alone
 
 
 @pytest.mark.parametrize(

@@ -107,11 +107,17 @@ def test_benchmark_times_an_exported_file(quantized: tuple[Path, Path, Path], tm
     _, int8, _ = quantized
     out = tmp_path / "bench.json"
     args = ["benchmark", "--model", str(int8), "--backends", "onnxruntime", "torch", "--threads", "1"]
+    args += ["--camera-sizes", "96x200"]
     assert main([*args, "--frames", "2", "--warmup", "0", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["model"]
     assert result["precision"] == "int8" and result["input_size"] == [64, 128]
     assert result["pipeline"]["onnxruntime"]["frames"] == 2
     assert "skipped" in result["pipeline"]["torch"]  # no tiny.int8.pt checkpoint beside it
+    camera = result["camera_sizes"]["96x200"]
+    assert list(camera) == ["onnxruntime"] and camera["onnxruntime"]["frames"] == 2
+    share = camera["onnxruntime"]["pre_post_share_of_infer"]
+    split = camera["onnxruntime"]
+    assert share == pytest.approx((split["pre_ms"] + split["post_ms"]) / split["infer_ms"], rel=1e-2)
 
 
 def test_refuses_int8_input_bad_method_and_empty_calibration(quantized: tuple[Path, Path, Path]) -> None:

@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="synthetic dataset root for frames (default: procedural)")
     parser.add_argument("--sizes", nargs="+", default=["256x512"], help="model input sizes HxW")
     parser.add_argument(
+        "--camera-sizes",
+        nargs="+",
+        default=["720x1280", "1080x1920"],
+        help="with --model: also time the pipeline on frames of these sizes HxW (pre/post-processing "
+        "cost of camera-sized images), besides the model's own size",
+    )
+    parser.add_argument(
         "--backends",
         nargs="+",
         default=["onnxruntime", "torch"],
@@ -45,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=50, help="timed frames per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed frames first")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every backend and OpenCV")
+    parser.add_argument(
+        "--cpu-spin-wait",
+        action="store_true",
+        help="ONNX Runtime threads busy-wait between runs (default off, as the node's cpu_spin_wait: "
+        "spinning threads take the cores from pre/post-processing on a 2-core machine)",
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="write the figures here")
 
 
@@ -65,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": args.threads,
+            "cpu_spin_wait": args.cpu_spin_wait,
             "load_average_1min": os.getloadavg()[0],
         },
         "isolation": "each figure measured in a fresh process that loads only the backend it times",
@@ -99,6 +113,7 @@ def measurement(
         frames=args.frames,
         warmup=args.warmup,
         data=str(args.data) if args.data else None,
+        spin_wait=args.cpu_spin_wait,
         **kw,
     )
     try:
@@ -120,12 +135,20 @@ def benchmark_model(args: argparse.Namespace) -> dict[str, Any]:
         "input_size": list(info.input_size),
         "pipeline": {},
     }
+    out["camera_sizes"] = {}
+    camera_sizes = [parse_size(s) for s in args.camera_sizes]
     for kind in args.backends:
         label = f"{kind} {args.model.name}"
         result = measurement(args, "pipeline", label, info.input_size, model=str(args.model), backend=kind)
+        out["pipeline"][kind] = result
         if "skipped" in result:
             log.warning("%s skipped: %s", kind, result["skipped"])
-        out["pipeline"][kind] = result
+            continue
+        for size in camera_sizes:
+            key = f"{size[0]}x{size[1]}"
+            label = f"{kind} {args.model.name} {key} frames"
+            timed = measurement(args, "pipeline", label, size, model=str(args.model), backend=kind)
+            out["camera_sizes"].setdefault(key, {})[kind] = timed
     return out
 
 

@@ -108,9 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
     from mtl_perception.commands.replay import print_headline
     from mtl_perception.replay.session import PREDICTIONS_BAG, ReplayOptions, run_replay
+    from mtl_perception.runtime.memory import retain_freed_memory
 
     if args.frames < 1 or args.rate <= 0:
         raise UserError(f"--frames must be >= 1 and --rate > 0 (got {args.frames}, {args.rate})")
+    retain_freed_memory()  # per-frame maps reuse freed pages instead of faulting in new ones
     cache = args.cache or default_cache_dir()
     model = demo_model(args.model, cache)
     bag = demo_bag(cache, args.frames, args.width, args.height)

@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from mtl_perception.contract import OutputPolicy
     from mtl_perception.ros.resources import default_model_path
     from mtl_perception.runtime import CameraModel, Pipeline, create_backend
+    from mtl_perception.runtime.memory import retain_freed_memory
+
+    retain_freed_memory()  # per-frame maps reuse freed pages instead of faulting in new ones
 
     if (args.fx is None) != (args.baseline is None):
         raise UserError("give both --fx and --baseline (stereo depth needs both), or neither")

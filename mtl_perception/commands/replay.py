@@ -81,7 +81,9 @@ def resolve_model(model: Path | None, mode: str = "stereo") -> Path:
 def run(args: argparse.Namespace) -> int:
     """Replay, write the outputs, print the headline figures and the gate verdicts."""
     from mtl_perception.replay.session import ReplayOptions, run_replay
+    from mtl_perception.runtime.memory import retain_freed_memory
 
+    retain_freed_memory()  # per-frame maps reuse freed pages instead of faulting in new ones
     gates = parse_gates(args.fail_below, args.fail_above)
     if args.rate <= 0:
         raise UserError(f"--rate must be positive, got {args.rate}")

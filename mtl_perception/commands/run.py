@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from mtl_perception.ros.dds import apply_large_image_profile
     from mtl_perception.ros.node import PerceptionNode
     from mtl_perception.ros.resources import default_params_file
+    from mtl_perception.runtime.memory import retain_freed_memory
 
     unexpected = list(getattr(args, "extra_args", []))
     if unexpected:
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     params_file = args.params_file or default_params_file(args.mode)
     if not params_file.is_file():
         raise UserError(f"parameter file not found: {params_file}; pass --params-file with an existing file")
+    retain_freed_memory()  # per-frame maps reuse freed pages instead of faulting in new ones
     profile = apply_large_image_profile()  # before rclpy.init: read when the participant is made
     try:
         rclpy.init(args=ros_arguments(args.mode, params_file, args.ros_args))

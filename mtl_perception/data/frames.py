@@ -58,8 +58,15 @@ def procedural_frames(size: tuple[int, int], count: int, seed: int = 0) -> list[
 
 
 def stereo_frames(size: tuple[int, int], count: int, data_root: str | Path | None = None) -> list[StereoPair]:
-    """Frames from ``data_root`` when given (any size; the pipeline resizes), else procedural ones."""
-    return dataset_frames(data_root, count) if data_root else procedural_frames(size, count)
+    """``count`` frames of ``size`` (H, W): from ``data_root`` when given (resized to ``size``, as a
+    camera of that resolution would deliver them), else procedural ones."""
+    if not data_root:
+        return procedural_frames(size, count)
+    height, width = size
+    return [
+        (resize_image(left, width, height), resize_image(right, width, height))
+        for left, right in dataset_frames(data_root, count)
+    ]
 
 
 def frame_feeds(pairs: Sequence[StereoPair], info: ModelInfo) -> list[dict[str, np.ndarray]]:

@@ -13,9 +13,11 @@ process itself, cv2.setNumThreads(2) gave median 43.4 and two more open sessions
 earlier two rounds torch run beforehand 52-53 where the short script gave 42-43. The spread between
 identical processes (39-52 ms) was as large as any single factor, so no one thread pool is "the"
 cause: isolation removes the whole class. ONNX Runtime pool threads sleeping instead of spinning
-(``spin_wait=False``, the node's ``cpu_spin_wait`` default) measured 56-57 ms there: the figures
-here are for spinning threads, the library default. An ONNX Runtime or SGBM worker never imports
-torch.
+(``spin_wait=False``, the node's ``cpu_spin_wait`` default) measured 56-57 ms there. The figures
+are for sleeping threads unless ``--cpu-spin-wait``: that is what the node runs, and on 2 cores
+spinning threads take the CPU from pre/post-processing (stereo_default at 720x1280 frames on this
+2-core VM: post 13.5 ms spinning vs 6.5 ms sleeping, inference 74 vs 77 ms). An ONNX Runtime or SGBM
+worker never imports torch.
 
 Run as a worker: ``python -m mtl_perception.runtime.benchmark '<Measurement as JSON>'`` prints one
 JSON line with the figures.
@@ -34,6 +36,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from tqdm import tqdm
 
+from mtl_perception.contract import resize_image
 from mtl_perception.data.frames import StereoPair
 from mtl_perception.runtime.pipeline import Pipeline
 
@@ -117,6 +120,7 @@ class Measurement:
     backend: str = "onnxruntime"
     data: str | None = None
     max_disparity: float = 0.0
+    spin_wait: bool = False  # ONNX Runtime pool threads busy-wait between runs (the node's cpu_spin_wait)
 
     def __post_init__(self) -> None:
         if self.what not in MEASUREMENTS:
@@ -156,7 +160,7 @@ def measure(spec: Measurement) -> dict[str, object]:
         from mtl_perception.data.frames import frame_feeds
         from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
-        session = OnnxRuntimeBackend(spec.model, threads=spec.threads)
+        session = OnnxRuntimeBackend(spec.model, threads=spec.threads, spin_wait=spec.spin_wait)
         feeds = frame_feeds(pairs, session.info)
         try:
             stats = time_calls(
@@ -168,7 +172,7 @@ def measure(spec: Measurement) -> dict[str, object]:
     from mtl_perception.runtime import BackendUnavailableError, create_backend
 
     try:
-        backend = create_backend(spec.backend, spec.model, threads=spec.threads)
+        backend = create_backend(spec.backend, spec.model, threads=spec.threads, spin_wait=spec.spin_wait)
     except BackendUnavailableError as exc:
         return {"skipped": str(exc)}
     try:
@@ -179,15 +183,10 @@ def measure(spec: Measurement) -> dict[str, object]:
 
 def _time_sgbm(spec: Measurement, pairs: Sequence[StereoPair]) -> dict[str, object]:
     """The SGBM baseline that `evaluate --baseline sgbm` scores, on RGB frames resized to ``size``."""
-    import cv2
-
     from mtl_perception.baselines.sgbm import num_disparities, sgbm_disparity, sgbm_matcher
 
     height, width = spec.size
-    resized = [
-        tuple(cv2.resize(view, (width, height), interpolation=cv2.INTER_AREA) for view in pair)
-        for pair in pairs
-    ]
+    resized = [tuple(resize_image(view, width, height) for view in pair) for pair in pairs]
     matcher = sgbm_matcher(spec.max_disparity)
     stats = time_calls(
         lambda i: sgbm_disparity(matcher, *resized[i % len(resized)]), spec.frames, spec.warmup, spec.label
@@ -213,4 +212,7 @@ def measure_isolated(spec: Measurement) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    from mtl_perception.runtime.memory import retain_freed_memory
+
+    retain_freed_memory()  # as the node and replay processes do
     print(json.dumps(measure(Measurement.from_json(sys.argv[1]))), flush=True)
