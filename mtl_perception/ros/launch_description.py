@@ -36,6 +36,19 @@ INPUT_TOPICS = {
 }
 # The rviz config shows this topic; it is remapped to the mode's (first, left) image.
 RVIZ_IMAGE_TOPIC = "left/image_rect"
+# With input_transport: compressed the node subscribes to <image topic>/compressed (image_transport's
+# name); ROS 2 remaps exact names only, so each image remap is repeated for that name.
+COMPRESSED_SUFFIX = "/compressed"
+
+
+def input_remappings(mode: str, value: dict[str, str]) -> list[tuple[str, str]]:
+    """(node topic, launch argument value) for every input, plus the compressed name of each image."""
+    remaps = []
+    for argument, topic, _ in INPUT_TOPICS[mode]:
+        remaps.append((topic, value[argument]))
+        if topic.endswith("image_rect"):
+            remaps.append((topic + COMPRESSED_SUFFIX, value[argument] + COMPRESSED_SUFFIX))
+    return remaps
 
 
 def launch_arguments(mode: str, share: Path) -> dict[str, tuple[str, str]]:
@@ -97,7 +110,7 @@ def perception_launch_description(mode: str) -> LaunchDescription:
                 namespace=value["namespace"],
                 arguments=["run", mode, "--params-file", value["params_file"]],
                 parameters=[overrides] if overrides else [],
-                remappings=[(topic, value[argument]) for argument, topic, _ in INPUT_TOPICS[mode]],
+                remappings=input_remappings(mode, value),
                 output="screen",
             )
         ]
