@@ -58,7 +58,7 @@ def ros_arguments(mode: str, params_file: Path, ros_args: list[str]) -> list[str
 def run(args: argparse.Namespace) -> int:
     """Start the node and spin it until Ctrl-C or a ROS shutdown."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from mtl_perception.ros.dds import apply_large_image_profile
     from mtl_perception.ros.node import PerceptionNode
@@ -82,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
         node = PerceptionNode(args.node_name)
         if profile is not None:
             node.get_logger().info(f"Fast DDS profile for large images: {profile}")
-        executor = MultiThreadedExecutor(num_threads=2)
+        # One thread: the callbacks only store messages and inference has its own thread. rclpy's
+        # MultiThreadedExecutor spends far more Python time per callback (futures, a thread pool)
+        # and stalled the process for 0.3 s at a time here: 40 s soaks at 10 Hz gave p95 174 ms,
+        # 16 drops with it and p95 113 ms, no drop with this one (benchmarks/node_realtime.py).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

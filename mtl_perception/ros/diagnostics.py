@@ -16,6 +16,7 @@ worker's slot or being inferred) are the only in-between states, and both are pu
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -26,6 +27,12 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 # How long a bad-input reason (rejected frame, zero stamp, lost message) keeps the status at WARN.
 WARN_HOLD_S = 5.0
+# Where a processed frame's time goes, in order (DESIGN: find stalls by stage, not by guess):
+# arrival = header stamp -> pair complete in the node (transport and waiting for the partner, node
+# clock); queue = complete -> the worker takes it; decode = message -> array; pre / infer / post =
+# the pipeline; publish = all output messages handed to the middleware.
+STAGES = ("arrival", "queue", "decode", "pre", "infer", "post", "publish")
+STAGE_HISTORY = 10_000  # frames kept for the shutdown percentiles (a few hundred KB)
 
 
 @dataclass
@@ -85,6 +92,8 @@ class NodeStatistics:
         self._outputs = _Window(window_s)
         self._latency_ms = _Window(window_s)
         self._infer_ms = _Window(window_s)
+        self._stage_window = {stage: _Window(window_s) for stage in STAGES}
+        self._stage_history: dict[str, deque[float]] = {s: deque(maxlen=STAGE_HISTORY) for s in STAGES}
         self.images_in = 0
         self.images_unmatched = 0
         self.frames_in = 0
@@ -145,6 +154,20 @@ class NodeStatistics:
                 self._latency_ms.add(now, latency_ms)
             self._infer_ms.add(now, infer_ms)
 
+    def stages(self, stage_ms: dict[str, float]) -> None:
+        """Per-stage milliseconds of one processed frame (keys of ``STAGES``; missing ones skipped)."""
+        with self._lock:
+            now = self._clock()
+            for stage, value in stage_ms.items():
+                self._stage_window[stage].add(now, value)
+                self._stage_history[stage].append(value)
+
+    def stage_percentiles(self) -> dict[str, tuple[float, float, float]]:
+        """stage -> (p50, p95, max) ms over the frames kept (the whole run, up to STAGE_HISTORY)."""
+        with self._lock:
+            history = {stage: sorted(values) for stage, values in self._stage_history.items() if values}
+        return {stage: (_percentile(v, 50), _percentile(v, 95), v[-1]) for stage, v in history.items()}
+
     # -- input health ----------------------------------------------------------------------------
 
     def zero_stamp(self) -> None:
@@ -194,6 +217,11 @@ class NodeStatistics:
                 "latency mean (ms)": f"{self._latency_ms.mean():.1f}",
                 "latency max (ms)": f"{self._latency_ms.max():.1f}",
                 "inference mean (ms)": f"{self._infer_ms.mean():.1f}",
+                **{
+                    f"stage {stage} mean/max (ms)": f"{window.mean():.1f} / {window.max():.1f}"
+                    for stage, window in self._stage_window.items()
+                    if window.events
+                },
                 "images in": str(self.images_in),
             }
             if self.views > 1:
@@ -254,3 +282,15 @@ class NodeStatistics:
                 f"{frames} (a frame is a stereo pair); images in {self.images_in}: "
                 f"paired {self.views * self.frames_in}, unmatched {self.images_unmatched}"
             )
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (numpy-free: the node imports no numpy here)."""
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def format_stages(percentiles: dict[str, tuple[float, float, float]]) -> str:
+    """'stage p50/p95/max ms: arrival 12.0/30.1/45.2, ...' for the shutdown log."""
+    parts = [f"{stage} {p50:.1f}/{p95:.1f}/{top:.1f}" for stage, (p50, p95, top) in percentiles.items()]
+    return "stage p50/p95/max ms: " + ", ".join(parts) if parts else "no frame processed"

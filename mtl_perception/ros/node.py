@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ from mtl_perception.ros.conversions import (
     scaled_camera_info,
     stereo_intrinsics,
 )
-from mtl_perception.ros.diagnostics import NodeStatistics
+from mtl_perception.ros.diagnostics import NodeStatistics, format_stages
 from mtl_perception.ros.params import NodeParameters, apply_changes, declare_parameters
 from mtl_perception.ros.resources import default_model_path
 from mtl_perception.ros.sync import StampedPair, StereoSynchronizer
@@ -118,6 +119,19 @@ class _Frame:
 
     left: Image | CompressedImage
     right: Image | CompressedImage | None = None
+    completed_at: float = 0.0  # time.perf_counter() when the frame was complete (pair matched)
+    arrival_ms: float | None = None  # header stamp -> complete, node clock; None for stamp 0
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """One inferred frame on its way to the publisher thread."""
+
+    header: Header
+    result: PipelineResult
+    camera: CameraModel
+    camera_info: CameraInfo
+    stage_ms: dict[str, float]
 
 
 def output_policy(params: NodeParameters) -> OutputPolicy:
@@ -197,6 +211,15 @@ class PerceptionNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, MutuallyExclusiveCallbackGroup())
+        # Publishing has its own thread, so inference never waits on the middleware: a reliable
+        # subscriber that falls behind made single publish calls block for 100 ms (Fast DDS's
+        # max_blocking_time) in the worker. The outbox holds one frame; a newer one replaces it.
+        self._outbox: _Outputs | None = None
+        self._outbox_ready = threading.Condition()
+        self._publisher = threading.Thread(
+            target=self._publish_loop, name=f"{node_name}_publish", daemon=True
+        )
+        self._publisher.start()
         self._worker = threading.Thread(target=self._work_loop, name=f"{node_name}_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -356,7 +379,7 @@ class PerceptionNode(Node):
         if not self._params.enable or self._stopping:  # ignored, not taken in: nothing to count
             return
         self._stats.image_received()
-        self._submit(_Frame(msg))
+        self._submit(self._frame(msg))
 
     def _on_left_image(self, msg: Image | CompressedImage) -> None:
         self._on_stereo_image(msg, self._sync.push_left)
@@ -378,7 +401,7 @@ class PerceptionNode(Node):
             if self._sync_problem:
                 self._sync_problem = False
                 self._stats.set_condition("sync", None)
-            self._submit(_Frame(pair.left, pair.right))
+            self._submit(self._frame(pair.left, pair.right))
             return
         mismatch = self._sync.mismatch()
         if mismatch is not None:
@@ -401,6 +424,12 @@ class PerceptionNode(Node):
         self._sync_problem = True
         self._stats.set_condition("sync", message)
         self.get_logger().warning(message, throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _frame(self, left: Image | CompressedImage, right: Image | CompressedImage | None = None) -> _Frame:
+        """A complete frame, stamped with when it became complete (for the stage timings)."""
+        stamp_ns = _stamp_ns(left.header)
+        arrival_ms = None if stamp_ns == 0 else (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        return _Frame(left, right, completed_at=time.perf_counter(), arrival_ms=arrival_ms)
 
     def _submit(self, frame: _Frame) -> None:
         """Make ``frame`` the next one to process, replacing (and counting) an unprocessed one."""
@@ -434,6 +463,7 @@ class PerceptionNode(Node):
 
     def _process(self, frame: _Frame) -> None:
         header = frame.left.header
+        started = time.perf_counter()
         try:
             left, encoding = _to_array(frame.left)
             right = None
@@ -441,12 +471,47 @@ class PerceptionNode(Node):
                 right, right_encoding = _to_array(frame.right)
                 if right_encoding != encoding:
                     raise InvalidMessageError(f"left {encoding} and right {right_encoding} encodings differ")
+            decoded = time.perf_counter()
             camera, camera_info = self._camera_for(left.shape[1], left.shape[0])
             result = self._pipeline.process(left, right, encoding=encoding, camera=camera)
         except (InvalidMessageError, InputError) as exc:
             self._reject(str(exc))
             return
-        self._publish(header, result, camera, camera_info)
+        stage_ms = {
+            "queue": (started - frame.completed_at) * 1e3,
+            "decode": (decoded - started) * 1e3,
+            "pre": result.timings["pre_ms"],
+            "infer": result.timings["infer_ms"],
+            "post": result.timings["post_ms"],
+        }
+        if frame.arrival_ms is not None:
+            stage_ms["arrival"] = frame.arrival_ms
+        with self._outbox_ready:
+            if self._outbox is not None:  # inferred but not yet sent: the newer frame wins
+                self._stats.dropped()
+            self._outbox = _Outputs(header, result, camera, camera_info, stage_ms)
+            self._outbox_ready.notify()
+
+    # -- publisher thread ------------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        while True:
+            with self._outbox_ready:
+                self._outbox_ready.wait_for(lambda: self._outbox is not None or self._stopping)
+                if self._outbox is None:  # stopping, nothing left to send
+                    return
+                outputs, self._outbox = self._outbox, None
+            try:
+                self._send(outputs)
+            except Exception as exc:  # a failed publish (e.g. context shut down) must not end the thread
+                self.get_logger().error(f"publishing failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
+                self._stats.rejected(f"publishing failed: {exc!r}")
+
+    def _send(self, outputs: _Outputs) -> None:
+        header, result = outputs.header, outputs.result
+        started = time.perf_counter()
+        self._publish(header, result, outputs.camera, outputs.camera_info)
+        self._stats.stages({**outputs.stage_ms, "publish": (time.perf_counter() - started) * 1e3})
         stamp = Time.from_msg(header.stamp)
         latency_ms = None
         if stamp.nanoseconds == 0:
@@ -589,6 +654,9 @@ class PerceptionNode(Node):
             self._stopping = True
             self._work_ready.notify_all()
         self._worker.join(timeout=10.0)
+        with self._outbox_ready:  # the last inferred frame is still sent, then the thread ends
+            self._outbox_ready.notify_all()
+        self._publisher.join(timeout=10.0)
         # Close the books: a frame still waiting for the worker was dropped, and stereo images still
         # waiting for a partner are unmatched, so the summary's buckets add up to what came in.
         with self._work_ready:
@@ -596,7 +664,7 @@ class PerceptionNode(Node):
                 self._stats.dropped()
                 self._pending = None
         self._sync.flush()
-        summary = self._stats.summary()
+        summary = f"{self._stats.summary()}; {format_stages(self._stats.stage_percentiles())}"
         self._close_backends()
         logger_name = self.get_logger().name
         super().destroy_node()
