@@ -18,7 +18,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"data", "metrics"}),  # layouts, loaders, rosbag I/O, frames; metrics read the class table
     frozenset({"sim", "networks", "baselines"}),
     frozenset({"runtime"}),  # backends (incl. the TensorRT engine cache) and the pipeline
-    frozenset({"training", "export"}),
+    frozenset({"training", "export", "probes"}),  # probes: known-answer stereo tests of any matcher
     frozenset({"ros"}),
     frozenset({"replay"}),
     frozenset({"commands", "cli"}),
