@@ -1,4 +1,4 @@
-"""Tiny datasets written in the exact on-disk layouts (synthetic, Cityscapes, KITTI 2015).
+"""Tiny datasets written in the exact on-disk layouts (synthetic, Cityscapes, KITTI 2015, Middlebury).
 
 Each writer returns the ground truth it wrote so tests can check what the loaders decode.
 """
@@ -197,3 +197,65 @@ def make_kitti2015(root: Path, seed: int = 0) -> dict[str, dict]:
             write_png(split_dir / "semantic" / f"{scene}_10.png", gt["label_ids"])
         truth[f"{split}/{scene}"] = gt
     return truth
+
+
+# Middlebury 2014 "Motorcycle" calib.txt numbers (full size); width/height/ndisp/vmin/vmax are the fixture's.
+MIDDLEBURY_F, MIDDLEBURY_DOFFS, MIDDLEBURY_BASELINE_MM = 3979.911, 124.343, 193.001
+MIDDLEBURY_CALIB = f"""cam0=[{MIDDLEBURY_F} 0 1244.772; 0 {MIDDLEBURY_F} 1019.507; 0 0 1]
+cam1=[{MIDDLEBURY_F} 0 1369.115; 0 {MIDDLEBURY_F} 1019.507; 0 0 1]
+doffs={MIDDLEBURY_DOFFS}
+baseline={MIDDLEBURY_BASELINE_MM}
+width={WIDTH}
+height={HEIGHT}
+ndisp=48
+isint=0
+vmin=1
+vmax=40
+dyavg=0
+dymax=0
+"""
+
+
+def write_pfm(path: Path, array: np.ndarray) -> None:
+    """A single-channel little-endian PFM ("Pf", scale -1) as the format stores it: rows bottom to top."""
+    height, width = array.shape
+    header = f"Pf\n{width} {height}\n-1.0\n".encode("ascii")
+    path.write_bytes(header + np.flipud(array).astype("<f4").tobytes())
+
+
+def random_disparity_pfm(rng: np.random.Generator) -> np.ndarray:
+    """Float disparity 1..40 px; a fifth unknown as Middlebury writes it (inf), a few 0 and NaN too."""
+    disparity = rng.uniform(1.0, 40.0, (HEIGHT, WIDTH)).astype(np.float32)
+    draw = rng.random((HEIGHT, WIDTH))
+    disparity[draw < 0.2] = np.inf
+    disparity[(draw >= 0.2) & (draw < 0.22)] = 0.0
+    disparity[(draw >= 0.22) & (draw < 0.24)] = np.nan
+    return disparity
+
+
+def write_middlebury_scene(
+    scene: Path, rng: np.random.Generator, disparity_name: str | None = "disp0.pfm"
+) -> dict[str, np.ndarray]:
+    """One scene folder (im0.png, im1.png, calib.txt, the left disparity unless name is None)."""
+    gt = {"left": random_rgb(rng), "right": random_rgb(rng)}
+    write_png(scene / "im0.png", gt["left"])
+    write_png(scene / "im1.png", gt["right"])
+    (scene / "calib.txt").write_text(MIDDLEBURY_CALIB)
+    if disparity_name is not None:
+        gt["disparity"] = random_disparity_pfm(rng)
+        write_pfm(scene / disparity_name, gt["disparity"])
+        # The right view's map is part of the layout; the loader must not take it for the left one.
+        write_pfm(scene / "disp1.pfm", random_disparity_pfm(rng))
+    return gt
+
+
+def make_middlebury(root: Path, seed: int = 0) -> dict[str, dict]:
+    """MiddEval3-like root: trainingQ/{Motorcycle (disp0.pfm), Piano (disp0GT.pfm)}, testQ/Australia
+    (no ground truth); returns ground truth per "<split>/<scene>"."""
+    rng = np.random.default_rng(seed)
+    scenes = [("trainingQ", "Motorcycle", "disp0.pfm"), ("trainingQ", "Piano", "disp0GT.pfm")]
+    scenes.append(("testQ", "Australia", None))
+    return {
+        f"{split}/{scene}": write_middlebury_scene(root / split / scene, rng, name)
+        for split, scene, name in scenes
+    }

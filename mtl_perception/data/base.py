@@ -93,6 +93,11 @@ class StereoDataset(Dataset):
         """uint16 PNG values -> float32 pixels, 0 = invalid (KITTI encoding: value / 256)."""
         return raw.astype(np.float32) / 256.0
 
+    def read_disparity(self, path: Path) -> np.ndarray:
+        """A disparity file as float32 pixels, 0 = invalid; 16-bit PNG layouts only override
+        ``decode_disparity``, layouts with other files (Middlebury PFM) override this."""
+        return self.decode_disparity(read_uint16(path))
+
     def read_depth(self, record: FrameRecord, disparity: np.ndarray, calib: StereoCalibration) -> np.ndarray:
         """Metric depth of a frame with disparity; layouts without depth files derive it."""
         return depth_from_disparity(disparity, calib.fx, calib.baseline)
@@ -124,7 +129,7 @@ class StereoDataset(Dataset):
         if semantic is not None:
             check_size(record.semantic, semantic, size)
         if record.disparity is not None:
-            disparity = self.decode_disparity(read_uint16(record.disparity))
+            disparity = self.read_disparity(record.disparity)
             check_size(record.disparity, disparity, size)
             depth = self.read_depth(record, disparity, calib)
         else:

@@ -8,6 +8,7 @@ from mtl_perception.data.augment import AugmentConfig
 from mtl_perception.data.base import StereoDataset
 from mtl_perception.data.cityscapes import CityscapesDataset
 from mtl_perception.data.kitti2015 import Kitti2015Dataset
+from mtl_perception.data.middlebury import MiddleburyDataset
 from mtl_perception.data.synthetic import SyntheticDataset
 from mtl_perception.errors import UserError
 
@@ -15,6 +16,7 @@ DATASET_KINDS: dict[str, type[StereoDataset]] = {
     "synthetic": SyntheticDataset,
     "cityscapes": CityscapesDataset,
     "kitti2015": Kitti2015Dataset,
+    "middlebury": MiddleburyDataset,
 }
 
 
