@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 from pathlib import Path
+from types import ModuleType
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -23,7 +26,8 @@ from torch.utils.data import DataLoader
 from mtl_perception.data.augment import AugmentConfig
 from mtl_perception.data.datasets import available_splits, build_dataset
 from mtl_perception.data.labels import IGNORE_INDEX
-from mtl_perception.data.middlebury import read_pfm
+from mtl_perception.data.middlebury import MiddleburyDataset, read_pfm
+from mtl_perception.data.sample import StereoArrays
 from mtl_perception.errors import UserError
 
 
@@ -166,3 +170,47 @@ def test_calib_of_other_resolution_and_missing_calib(tmp_path: Path) -> None:
     calib.unlink()
     with pytest.raises(UserError, match="calibration not found"):
         build_dataset("middlebury", tmp_path, ".")[0]
+
+
+def _real_pairs_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "real_pairs.py"
+    spec = importlib.util.spec_from_file_location("real_pairs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_scene_writer_round_trips_through_the_loader(tmp_path: Path) -> None:
+    script = _real_pairs_script()
+    rng = np.random.default_rng(5)
+    left, right = (rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(2))
+    disparity = rng.uniform(1.0, 40.0, (HEIGHT, WIDTH)).astype(np.float32)
+    disparity[:3, :5] = np.inf  # an asymmetric unknown corner: a flipped PFM would move it
+    calib = {"f": 100.0, "cx": 30.0, "cy": 15.0, "doffs": 4.5, "baseline_mm": 250.0}
+    script.write_scene(tmp_path / "scene", left, right, disparity, calib)
+    assert "cam1=[100.0 0 34.500;" in (tmp_path / "scene" / "calib.txt").read_text()
+    arrays = MiddleburyDataset(tmp_path, ".").load_arrays(0)
+    np.testing.assert_array_equal(arrays.disparity, _known(disparity))
+    np.testing.assert_array_equal(arrays.left, left)
+    expected = np.where(arrays.disparity > 0, 0.25 * 100.0 / (arrays.disparity + 4.5), 0.0)
+    np.testing.assert_allclose(arrays.depth, expected, rtol=1e-6)
+
+
+def test_benchmark_sgbm_scores_its_pixels_and_its_holes(tmp_path: Path) -> None:
+    script = _real_pairs_script()
+    rng = np.random.default_rng(6)
+    texture = cv2.resize(
+        rng.integers(0, 256, (HEIGHT, WIDTH // 2 + 8, 3), dtype=np.uint8), (WIDTH + 16, HEIGHT)
+    )
+    shift = 6  # a fronto-parallel plane 6 px away: right[:, x - 6] = left[:, x]
+    left, right = texture[:, :WIDTH], texture[:, shift : shift + WIDTH]
+    gt = np.full((HEIGHT, WIDTH), float(shift), dtype=np.float32)
+    arrays = StereoArrays(left, right, np.zeros_like(gt, np.uint8), gt, gt, 1.0, 1.0, False, True)
+    scores = script.score_sgbm(arrays, max_disparity=16)
+    own, holes = scores["on_its_pixels"], scores["holes_counted"]
+    assert own["epe_px"] < 0.5 and own["pixels"] < holes["pixels"] == HEIGHT * WIDTH
+    # SGBM's left border (no match within the range) is a hole: predicted 0, an error of 6 px there.
+    assert holes["epe_px"] > own["epe_px"] and scores["density"] == pytest.approx(
+        own["pixels"] / holes["pixels"]
+    )
