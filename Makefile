@@ -14,7 +14,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[ros,sim,train,dev]'
+	$(BIN)/pip install --quiet -e '.[ros,sim,train,dev,eval]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -67,6 +67,9 @@ setup(
         # Jetson / desktop GPU: replaces the CPU onnxruntime wheel and adds the TensorRT builder.
         "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10", "cuda-python>=12.6"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "colcon-common-extensions>=0.3"],
+        # Real stereo pairs with ground truth for evaluation only (benchmarks/real_pairs.py): the
+        # Middlebury 2014 Motorcycle pair ships inside scikit-image's wheel.
+        "eval": ["scikit-image>=0.22"],
     },
     tests_require=["pytest"],
     zip_safe=True,
