@@ -9,6 +9,8 @@ from pathlib import Path
 from mtl_perception.errors import UserError
 
 PERCEPTION_MODES = ("stereo", "mono")
+# Mono models: metadata key of the focal length (px at the input width) their metric depth is for.
+FOCAL_LENGTH_KEY = "focal_length"
 STEERING_MODE = "steering"
 
 
@@ -44,6 +46,12 @@ class ModelInfo:
     @property
     def is_stereo(self) -> bool:
         return self.mode == "stereo"
+
+    @property
+    def focal_length(self) -> float | None:
+        """Mono: the focal length (px at the input width) the depth is learned for; None if unstated."""
+        value = self.extra.get(FOCAL_LENGTH_KEY)
+        return float(value) if value is not None else None
 
     @property
     def num_classes(self) -> int:

@@ -149,3 +149,21 @@ def test_pipeline_resizes_every_encoding_to_the_same_tensor(encoding: str) -> No
         Pipeline(reference, resize_mode=resize_mode).process(rgb, rgb)
         Pipeline(backend, resize_mode=resize_mode).process(image, image, encoding=encoding)
         np.testing.assert_array_equal(backend.last_inputs["left"], reference.last_inputs["left"])
+
+
+def test_mono_depth_follows_the_camera_focal_length() -> None:
+    """DESIGN, Geometry: a model that learned depth for focal length f0 gives depth * fx / f0 for fx."""
+    import dataclasses
+
+    info = dataclasses.replace(fake_info("mono"), extra={"focal_length": "100.0"})  # 64x128 model
+    image = np.random.default_rng(4).integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    pipeline = Pipeline(ConstantBackend(info, value=10.0, sigma=1.0), output_resolution="model")
+    for fx, expected in ((100.0, 10.0), (200.0, 20.0), (2000.0, 200.0)):
+        result = pipeline.process(image, camera=CameraModel(fx))
+        np.testing.assert_allclose(result.depth, expected, rtol=1e-6)
+        np.testing.assert_allclose(result.depth_uncertainty, expected / 10.0, rtol=1e-6)
+    # fx is the input image's: at twice the resolution the same lens has twice the focal length.
+    big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+    np.testing.assert_allclose(pipeline.process(big, camera=CameraModel(200.0)).depth, 10.0, rtol=1e-6)
+    # A model without the metadata (older files) and a call without camera keep the raw depth.
+    assert np.allclose(Pipeline(ConstantBackend(fake_info("mono"), value=10.0)).process(image).depth, 10.0)

@@ -102,11 +102,17 @@ class MonoNetConfig(_NetConfig):
     mode: str = "mono"
     min_depth: float = 0.5  # meters
     max_depth: float = 80.0
+    # The camera the metric depth is learned for: focal length in pixels at the input width (the
+    # synthetic rig: 90 deg horizontal field of view at 512 px). The runtime scales depth by
+    # fx / focal_length for another camera (DESIGN.md, Geometry).
+    focal_length: float = 256.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        if not self.focal_length > 0:
+            raise ValueError(f"focal_length must be > 0 pixels, got {self.focal_length}")
 
 
 ModelConfig = StereoNetConfig | MonoNetConfig

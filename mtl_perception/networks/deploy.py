@@ -8,7 +8,7 @@ from torch import nn
 from mtl_perception import __version__
 from mtl_perception.contract import MONO_INPUTS, MONO_OUTPUTS, STEREO_INPUTS, STEREO_OUTPUTS
 from mtl_perception.data.labels import class_table
-from mtl_perception.model_info import ModelInfo
+from mtl_perception.model_info import FOCAL_LENGTH_KEY, ModelInfo
 from mtl_perception.networks.config import ModelConfig, StereoNetConfig
 from mtl_perception.networks.heads import log_scale_to_std, softmax_confidence, upsample
 
@@ -88,7 +88,11 @@ def describe_deploy_model(deploy: DeployModel, config: ModelConfig) -> ModelInfo
     height, width = (int(v) for v in config.input_size)
     extra = {}
     if config.mode == "mono":
-        extra = {"min_depth": repr(float(config.min_depth)), "max_depth": repr(float(config.max_depth))}
+        extra = {
+            "min_depth": repr(float(config.min_depth)),
+            "max_depth": repr(float(config.max_depth)),
+            FOCAL_LENGTH_KEY: repr(float(config.focal_length)),
+        }
     return ModelInfo(
         mode=str(config.mode),
         inputs={name: (1, 3, height, width) for name in deploy.input_names},

@@ -313,14 +313,26 @@ class Pipeline:
         else:
             depth = resized("depth", cv2.INTER_LINEAR)
             if depth is not None:
-                result.depth, result.depth_uncertainty = mono_maps(
-                    depth, resized("depth_uncertainty", cv2.INTER_LINEAR), self.policy
-                )
+                uncertainty = resized("depth_uncertainty", cv2.INTER_LINEAR)
+                focal_ratio = self._mono_focal_ratio(camera, w, in_w)
+                if focal_ratio != 1.0:
+                    depth *= np.float32(focal_ratio)
+                    if uncertainty is not None:
+                        uncertainty *= np.float32(focal_ratio)
+                result.depth, result.depth_uncertainty = mono_maps(depth, uncertainty, self.policy)
         self.steering.push(result.embedding)
         if self.steering_backend is not None and self.steering.full:
             steering = self.steering_backend.infer({"embeddings": self.steering.ordered()})["steering"]
             result.steering = float(np.asarray(steering).reshape(-1)[0])
         return result
+
+    def _mono_focal_ratio(self, camera: CameraModel | None, content_w: int, in_w: int) -> float:
+        """Mono depth scale for this camera: its focal length as the model saw it (after the resize
+        to ``content_w`` of the canvas) over the one the model learned depth for (metadata)."""
+        learned = self.info.focal_length
+        if camera is None or learned is None:
+            return 1.0
+        return camera.fx * content_w / in_w / learned
 
 
 def _check_image(image: object, encoding: str, label: str) -> None:
