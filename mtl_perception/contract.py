@@ -135,11 +135,14 @@ def stereo_maps(
     disparity_uncertainty: np.ndarray | None,
     focal_baseline: float | None,
     policy: OutputPolicy,
+    principal_offset: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(disparity, depth, depth_uncertainty) as published, from the raw output-size disparity.
 
-    depth = f*B/d; sigma_Z = Z^2/(f*B) * sigma_d (first-order propagation). ``focal_baseline``
-    None (no calibration) gives no depth. The inputs are not modified.
+    depth = f*B / (d + o), with o = cx_right - cx_left (``principal_offset``, output pixels; 0 when
+    rectification gave both views one principal point, as stereo_image_proc's Q matrix has it);
+    sigma_Z = Z^2/(f*B) * sigma_d (first-order propagation). ``focal_baseline`` None (no
+    calibration) gives no depth. The inputs are not modified.
     """
     # Written as in-place passes with masks reused: at 1280x720 this is the largest post-processing
     # cost, and each full-size temporary costs about as much as the arithmetic.
@@ -148,9 +151,13 @@ def stereo_maps(
     if focal_baseline is None or not focal_baseline > 0:
         return published, None, None
     too_far = disparity <= max(policy.min_disparity, 0.0)  # False for NaN: unknown stays unknown
+    shifted = disparity
+    if principal_offset:
+        shifted = disparity + np.float32(principal_offset)
+        too_far |= shifted <= 0.0
     depth = np.empty(disparity.shape, np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(np.float32(focal_baseline), disparity, out=depth)
+        np.divide(np.float32(focal_baseline), shifted, out=depth)
     np.copyto(depth, np.float32(np.inf), where=too_far)
     depth_uncertainty = None
     if disparity_uncertainty is not None:

@@ -167,3 +167,24 @@ def test_mono_depth_follows_the_camera_focal_length() -> None:
     np.testing.assert_allclose(pipeline.process(big, camera=CameraModel(200.0)).depth, 10.0, rtol=1e-6)
     # A model without the metadata (older files) and a call without camera keep the raw depth.
     assert np.allclose(Pipeline(ConstantBackend(fake_info("mono"), value=10.0)).process(image).depth, 10.0)
+
+
+def test_depth_uses_the_principal_point_offset_of_the_rectified_pair() -> None:
+    """Z = f B / (d + cx_right - cx_left): Middlebury's doffs, stereo_image_proc's Q matrix."""
+    disparity = np.array([[10.0, 2.0, -3.0, -6.0]], np.float32)
+    _, depth, sigma = stereo_maps(disparity, np.ones_like(disparity), 100.0, OutputPolicy(), 5.0)
+    # d + o = 15, 7 -> finite; d = -3 is below the disparity range (too far), as is d + o <= 0.
+    np.testing.assert_allclose(depth, [[100 / 15, 100 / 7, INF, INF]], rtol=1e-6)
+    np.testing.assert_allclose(sigma[0, :2], [(100 / 15) ** 2 / 100, (100 / 7) ** 2 / 100], rtol=1e-5)
+
+
+def test_pipeline_scales_the_principal_offset_with_the_output() -> None:
+    rng = np.random.default_rng(6)
+    left, right = (rng.integers(0, 256, (128, 256, 3), dtype=np.uint8) for _ in range(2))  # model 64x128
+    pipeline = Pipeline(ConstantBackend(fake_info(), value=10.0, sigma=1.0))
+    camera = CameraModel(fx=200.0, baseline=0.5, principal_offset=20.0)  # input pixels
+    result = pipeline.process(left, right, camera=camera)
+    # Output at input size: disparity 20 px, offset 20 px -> Z = 200 * 0.5 / 40.
+    np.testing.assert_allclose(result.depth, 2.5, rtol=1e-6)
+    at_model = Pipeline(ConstantBackend(fake_info(), value=10.0), output_resolution="model")
+    np.testing.assert_allclose(at_model.process(left, right, camera=camera).depth, 2.5, rtol=1e-6)

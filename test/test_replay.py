@@ -50,7 +50,7 @@ def test_bag_source_groups_frames_with_ground_truth(tiny_bag: Path) -> None:
     first = frames[0]
     assert first.left.shape == (64, 128, 3) and first.right.shape == (64, 128, 3)
     np.testing.assert_allclose(first.disparity, GROUND_DISPARITY)
-    assert first.camera() == pytest.approx((64.0, 0.3))
+    assert first.camera() == pytest.approx((64.0, 0.3, 0.0))
     assert frames[3].steering == pytest.approx(0.03)
 
 

@@ -125,6 +125,9 @@ def test_stereo_intrinsics_and_bad_camera_info() -> None:
     left, right = camera_info(64, 32, fx=80.0), camera_info(64, 32, fx=80.0, tx=-80.0 * 0.2)
     intrinsics = stereo_intrinsics(left, right)
     assert intrinsics.fx == 80.0 and intrinsics.baseline == pytest.approx(0.2)
+    assert intrinsics.principal_offset == 0.0
+    right.p[2] += 7.5  # a rectification that moved the right principal point
+    assert stereo_intrinsics(left, right).principal_offset == pytest.approx(7.5)
     with pytest.raises(InvalidMessageError, match="baseline"):
         stereo_intrinsics(left, left)
     zero = camera_info(64, 32, fx=0.0)

@@ -105,14 +105,16 @@ class ReplayFrame:
     def has_ground_truth(self) -> bool:
         return any(getattr(self, role) is not None for role in GROUND_TRUTH_ROLES)
 
-    def camera(self) -> tuple[float, float] | None:
-        """(fx, baseline) of the left image from the camera_infos (P[0,3] = -fx * B), if known."""
+    def camera(self) -> tuple[float, float, float] | None:
+        """(fx, baseline, principal offset) of the left image from the camera_infos (P[0,3] =
+        -fx * B; offset = right P[0,2] - left P[0,2]), if known: the pipeline's CameraModel."""
         if self.left_info is None:
             return None
         fx = float(self.left_info["p"][0])
         if self.right_info is None or float(self.right_info["p"][0]) == 0.0:
-            return fx, 0.0
-        return fx, -float(self.right_info["p"][3]) / float(self.right_info["p"][0])
+            return fx, 0.0, 0.0
+        right = self.right_info["p"]
+        return fx, -float(right[3]) / float(right[0]), float(right[2]) - float(self.left_info["p"][2])
 
 
 def decode_image(msgtype: str, msg: Any) -> tuple[np.ndarray, str]:

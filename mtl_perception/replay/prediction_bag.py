@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtl_perception.contract import to_rgb
+from mtl_perception.contract import disparity_message_values, to_rgb
 from mtl_perception.data import rosbag_io
 from mtl_perception.data.labels import colorize
 from mtl_perception.replay.bag_source import ReplayFrame
@@ -66,8 +66,10 @@ class PredictionBagWriter:
             write(f"{NAMESPACE}/depth", rosbag_io.depth_msg(prediction["depth"], stamp, frame_id), stamp)
         camera = frame.camera()
         if "disparity" in prediction and camera is not None:
-            focal, baseline = camera
-            msg = rosbag_io.disparity_msg(prediction["disparity"], stamp, frame_id, focal, baseline)
+            focal, baseline, _ = camera
+            # As the node publishes it: invalid pixels carry min_disparity - 1 (here -1), not NaN.
+            values = disparity_message_values(prediction["disparity"], 0.0)
+            msg = rosbag_io.disparity_msg(values, stamp, frame_id, focal, baseline)
             write(f"{NAMESPACE}/disparity", msg, stamp)
         if prediction.get("steering") is not None:
             write(

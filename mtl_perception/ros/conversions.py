@@ -86,6 +86,7 @@ class Intrinsics:
     height: int
     fx: float
     baseline: float  # 0 for a mono or left camera
+    principal_offset: float = 0.0  # stereo: right P[0,2] - left P[0,2], px (0 for most rectifications)
 
 
 def intrinsics_from_camera_info(info: CameraInfo) -> Intrinsics:
@@ -111,7 +112,11 @@ def stereo_intrinsics(left: CameraInfo, right: CameraInfo) -> Intrinsics:
             "it must be -fx * baseline with a positive baseline"
         )
     return Intrinsics(
-        left_intrinsics.width, left_intrinsics.height, right_intrinsics.fx, right_intrinsics.baseline
+        left_intrinsics.width,
+        left_intrinsics.height,
+        right_intrinsics.fx,
+        right_intrinsics.baseline,
+        principal_offset=float(right.p[2]) - float(left.p[2]),
     )
 
 

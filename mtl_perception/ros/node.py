@@ -545,7 +545,7 @@ class PerceptionNode(Node):
             raise InvalidMessageError(
                 f"camera_info is {intrinsics.width}x{intrinsics.height} but the image is {width}x{height}"
             )
-        return CameraModel(intrinsics.fx, intrinsics.baseline), reference
+        return CameraModel(intrinsics.fx, intrinsics.baseline, intrinsics.principal_offset), reference
 
     def _reject(self, reason: str) -> None:
         self.get_logger().warning(f"skipping frame: {reason}", throttle_duration_sec=WARN_THROTTLE_S)

@@ -30,10 +30,12 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class CameraModel:
-    """Pinhole focal length (pixels, at the INPUT image resolution) and stereo baseline (meters)."""
+    """Pinhole focal length (pixels, at the INPUT image resolution), stereo baseline (meters) and
+    the right view's principal point minus the left's (pixels, input resolution; 0 usually)."""
 
     fx: float
     baseline: float = 0.0
+    principal_offset: float = 0.0
 
 
 @dataclass
@@ -300,11 +302,12 @@ class Pipeline:
             disparity *= result.disparity_scale
             if disparity_uncertainty is not None:
                 disparity_uncertainty *= result.disparity_scale
-            focal_baseline = None
+            focal_baseline, offset = None, 0.0
             if camera is not None and camera.baseline > 0:
                 focal_baseline = camera.fx * result.scale_x * camera.baseline
+                offset = camera.principal_offset * result.scale_x
             result.disparity, result.depth, result.depth_uncertainty = stereo_maps(
-                disparity, disparity_uncertainty, focal_baseline, self.policy
+                disparity, disparity_uncertainty, focal_baseline, self.policy, offset
             )
             result.disparity_uncertainty = disparity_uncertainty
             result.max_disparity = (
