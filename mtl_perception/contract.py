@@ -170,14 +170,18 @@ def stereo_maps(
 
 
 def mono_maps(
-    depth: np.ndarray, depth_uncertainty: np.ndarray | None, policy: OutputPolicy
+    depth: np.ndarray,
+    depth_uncertainty: np.ndarray | None,
+    policy: OutputPolicy,
+    focal_ratio: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(depth, depth_uncertainty) as published from a mono network's raw metric depth: NaN where
-    it is not positive (or NaN), +Inf kept (too far). The inputs are not modified."""
-    depth = depth.astype(np.float32, copy=True)
+    """(depth, depth_uncertainty) as published from a mono network's raw metric depth: scaled by
+    ``focal_ratio`` (this camera's focal length over the one the model learned, DESIGN Geometry),
+    NaN where not positive (or NaN), +Inf kept (too far). The inputs are not modified."""
+    depth = np.multiply(depth, np.float32(focal_ratio), dtype=np.float32)
     np.copyto(depth, np.float32(np.nan), where=~(depth > 0))
     if depth_uncertainty is not None:
-        depth_uncertainty = depth_uncertainty.astype(np.float32, copy=True)
+        depth_uncertainty = np.multiply(depth_uncertainty, np.float32(focal_ratio), dtype=np.float32)
         np.copyto(depth_uncertainty, np.float32(np.nan), where=~np.isfinite(depth))
         _mask_unconfident(depth, depth_uncertainty, policy)
     return depth, depth_uncertainty

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
+
+from mtl_perception.data.frames import value_noise
+from mtl_perception.metrics import DisparityMetrics
 
 # (left, right) HxWx3 uint8 RGB -> HxW float32 disparity in pixels of the left view (NaN = none).
 DisparityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -137,13 +139,8 @@ def _right_view_probe(
 
 def natural_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """HxWx3 uint8 texture with a 1/f-like spectrum (coarse blobs to fine grain), as photos have."""
-    texture = np.zeros((height, width, 3), np.float32)
-    weight_sum = 0.0
-    for cells, weight in ((4, 1.0), (16, 0.8), (64, 0.6), (max(width // 4, 64), 0.5)):
-        noise = rng.random((max(2, height * cells // width), cells, 3), dtype=np.float32)
-        texture += weight * cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
-        weight_sum += weight
-    return np.clip(texture / weight_sum * 255, 0, 255).astype(np.uint8)
+    levels = ((4, 1.0), (16, 0.8), (64, 0.6), (max(width // 4, 64), 0.5))
+    return np.clip(value_noise(height, width, levels, rng) * 255, 0, 255).astype(np.uint8)
 
 
 def shifted_pair(size: tuple[int, int], d: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +186,7 @@ def random_dot_stereogram(
 
 
 def d1_error(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """KITTI D1 over ``mask``: share of pixels off by more than 3 px and 5 %; NaN counts as wrong."""
-    error = np.abs(np.nan_to_num(prediction[mask], nan=np.inf) - truth[mask])
-    return float(np.mean((error > 3.0) & (error > 0.05 * truth[mask]))) if mask.any() else float("nan")
+    """KITTI D1 over ``mask`` (the metrics module's definition; NaN counts as wrong)."""
+    metrics = DisparityMetrics()
+    metrics.update(prediction, np.where(mask, truth, 0.0))  # ground truth 0 = not scored
+    return metrics.compute()["d1_all"]

@@ -29,6 +29,18 @@ def dataset_frames(root: str | Path, count: int) -> list[StereoPair]:
     return [(read_rgb(p), read_rgb(p.parent.parent / layout.RIGHT_DIR / p.name)) for p in lefts]
 
 
+def value_noise(
+    height: int, width: int, levels: Sequence[tuple[int, float]], rng: np.random.Generator
+) -> np.ndarray:
+    """HxWx3 float32 in 0..1: weighted mean of colour noise grids ``levels`` = (cells across, weight),
+    each upsampled bicubically (coarse cells give blobs, fine ones grain)."""
+    texture = np.zeros((height, width, 3), np.float32)
+    for cells, weight in levels:
+        noise = rng.random((max(2, height * cells // width), cells, 3), dtype=np.float32)
+        texture += weight * cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+    return texture / sum(weight for _, weight in levels)
+
+
 def procedural_frames(size: tuple[int, int], count: int, seed: int = 0) -> list[StereoPair]:
     """Deterministic textured stereo pairs of a ground plane and a sky band.
 
@@ -44,11 +56,8 @@ def procedural_frames(size: tuple[int, int], count: int, seed: int = 0) -> list[
     map_x = np.arange(width, dtype=np.float32)[None, :] + disparity
     map_y = np.repeat(rows, width, axis=1)
     for _ in range(count):
-        # Multi-scale value noise: coarse blobs plus fine grain, coloured, with a sky gradient on top.
-        texture = np.zeros((height, width, 3), np.float32)
-        for cells in (4, 16, 64):
-            noise = rng.random((max(2, height * cells // width), cells, 3), dtype=np.float32)
-            texture += cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC) / 3
+        # Multi-scale value noise: coarse blobs plus fine grain, coloured, with a sky band on top.
+        texture = value_noise(height, width, ((4, 1.0), (16, 1.0), (64, 1.0)), rng)
         sky = rows < horizon
         texture[np.repeat(sky, width, axis=1)] = (0.45, 0.6, 0.85)
         left = np.clip(texture * 255, 0, 255).astype(np.uint8)

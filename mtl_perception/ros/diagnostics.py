@@ -16,13 +16,13 @@ worker's slot or being inferred) are the only in-between states, and both are pu
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 # How long a bad-input reason (rejected frame, zero stamp, lost message) keeps the status at WARN.
@@ -165,8 +165,12 @@ class NodeStatistics:
     def stage_percentiles(self) -> dict[str, tuple[float, float, float]]:
         """stage -> (p50, p95, max) ms over the frames kept (the whole run, up to STAGE_HISTORY)."""
         with self._lock:
-            history = {stage: sorted(values) for stage, values in self._stage_history.items() if values}
-        return {stage: (_percentile(v, 50), _percentile(v, 95), v[-1]) for stage, v in history.items()}
+            history = {stage: list(values) for stage, values in self._stage_history.items() if values}
+        # Nearest rank (inverted CDF): every figure is one a frame really took.
+        return {
+            stage: (*(float(p) for p in np.percentile(v, [50, 95], method="inverted_cdf")), max(v))
+            for stage, v in history.items()
+        }
 
     # -- input health ----------------------------------------------------------------------------
 
@@ -282,12 +286,6 @@ class NodeStatistics:
                 f"{frames} (a frame is a stereo pair); images in {self.images_in}: "
                 f"paired {self.views * self.frames_in}, unmatched {self.images_unmatched}"
             )
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (numpy-free: the node imports no numpy here)."""
-    index = min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def format_stages(percentiles: dict[str, tuple[float, float, float]]) -> str:

@@ -244,20 +244,13 @@ class Pipeline:
         # Resize first, in the source encoding, then convert at model size: channel reordering,
         # alpha dropping and grey replication commute with resizing, and cost ~10x less there.
         if image.shape[:2] != (h, w):
-            # dst must be the exact size and contiguous for cv2 to write in place; the canvas rows
-            # are only contiguous in stretch mode.
-            direct = ENCODINGS[encoding].to_rgb is None and target.flags.c_contiguous
-            image = resize_image(image, w, h, dst=target if direct else None)
-            if direct:
-                return self._to_tensor(name)
+            image = resize_image(image, w, h)
+        # cv2 writes in place only into contiguous rows: the canvas in stretch mode.
         if target.flags.c_contiguous and ENCODINGS[encoding].to_rgb is not None:
             to_rgb(image, encoding, dst=target)
         else:
             target[...] = to_rgb(image, encoding)
-        return self._to_tensor(name)
-
-    def _to_tensor(self, name: str) -> np.ndarray:
-        """The canvas as a 0..1 float NCHW tensor (the graph normalises further)."""
+        # The canvas as a 0..1 float NCHW tensor (the graph normalises further).
         tensor = self._tensors[name]
         np.multiply(self._canvas[name].transpose(2, 0, 1), np.float32(1.0 / 255.0), out=tensor[0])
         return tensor
@@ -316,13 +309,12 @@ class Pipeline:
         else:
             depth = resized("depth", cv2.INTER_LINEAR)
             if depth is not None:
-                uncertainty = resized("depth_uncertainty", cv2.INTER_LINEAR)
-                focal_ratio = self._mono_focal_ratio(camera, w, in_w)
-                if focal_ratio != 1.0:
-                    depth *= np.float32(focal_ratio)
-                    if uncertainty is not None:
-                        uncertainty *= np.float32(focal_ratio)
-                result.depth, result.depth_uncertainty = mono_maps(depth, uncertainty, self.policy)
+                result.depth, result.depth_uncertainty = mono_maps(
+                    depth,
+                    resized("depth_uncertainty", cv2.INTER_LINEAR),
+                    self.policy,
+                    self._mono_focal_ratio(camera, w, in_w),
+                )
         self.steering.push(result.embedding)
         if self.steering_backend is not None and self.steering.full:
             steering = self.steering_backend.infer({"embeddings": self.steering.ordered()})["steering"]
