@@ -188,3 +188,14 @@ def test_pipeline_scales_the_principal_offset_with_the_output() -> None:
     np.testing.assert_allclose(result.depth, 2.5, rtol=1e-6)
     at_model = Pipeline(ConstantBackend(fake_info(), value=10.0), output_resolution="model")
     np.testing.assert_allclose(at_model.process(left, right, camera=camera).depth, 2.5, rtol=1e-6)
+
+
+def test_a_result_carries_the_range_it_was_masked_with() -> None:
+    """The node publishes on another thread: the message's min_disparity must be the frame's own."""
+    rng = np.random.default_rng(7)
+    left, right = (rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(2))
+    pipeline = Pipeline(ConstantBackend(fake_info(), value=4.0), output_resolution="model")
+    pipeline.policy = OutputPolicy(min_disparity=3.0)
+    result = pipeline.process(left, right)
+    pipeline.policy = OutputPolicy(min_disparity=9.0)  # changed before the frame is published
+    assert result.min_disparity == 3.0 and np.isfinite(result.disparity).all()

@@ -577,7 +577,8 @@ class PerceptionNode(Node):
                     header,
                     focal_length=camera.fx * result.scale_x,
                     baseline=camera.baseline,
-                    min_disparity=self._pipeline.policy.min_disparity,
+                    # The frame's own range: the policy may have changed since it was inferred.
+                    min_disparity=result.min_disparity,
                     max_disparity=result.max_disparity,
                     delta_d=DELTA_D,
                 )

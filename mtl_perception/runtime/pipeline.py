@@ -51,6 +51,7 @@ class PipelineResult:
     disparity_uncertainty: np.ndarray | None = None
     depth: np.ndarray | None = None  # float32 HxW meters (REP-118)
     depth_uncertainty: np.ndarray | None = None  # float32 HxW meters
+    min_disparity: float = 0.0  # the range the map was masked with (output pixels; policy's)
     max_disparity: float = 0.0  # the disparity range reported with the map (output pixels)
     steering: float | None = None  # radians, positive = left; None until the buffer is full
     scale_x: float = 1.0  # output width / input width (focal lengths scale by this)
@@ -295,17 +296,17 @@ class Pipeline:
             disparity *= result.disparity_scale
             if disparity_uncertainty is not None:
                 disparity_uncertainty *= result.disparity_scale
+            policy = self.policy  # read once: the node may assign a new one between frames
             focal_baseline, offset = None, 0.0
             if camera is not None and camera.baseline > 0:
                 focal_baseline = camera.fx * result.scale_x * camera.baseline
                 offset = camera.principal_offset * result.scale_x
             result.disparity, result.depth, result.depth_uncertainty = stereo_maps(
-                disparity, disparity_uncertainty, focal_baseline, self.policy, offset
+                disparity, disparity_uncertainty, focal_baseline, policy, offset
             )
             result.disparity_uncertainty = disparity_uncertainty
-            result.max_disparity = (
-                self.policy.max_disparity or self.info.max_disparity * result.disparity_scale
-            )
+            result.min_disparity = policy.min_disparity
+            result.max_disparity = policy.max_disparity or self.info.max_disparity * result.disparity_scale
         else:
             depth = resized("depth", cv2.INTER_LINEAR)
             if depth is not None:
