@@ -35,6 +35,8 @@ def coordinate_sample() -> StereoArrays:
         semantic=(x % 10).astype(np.uint8),
         disparity=(1 + y * 100 + x).astype(np.float32),
         depth=(1000 + y * 100 + x).astype(np.float32),
+        disparity_valid=coordinate_mask(y, x),
+        depth_valid=~coordinate_mask(y, x),
         fx=50.0,
         baseline=0.5,
         has_semantic=True,
@@ -42,17 +44,29 @@ def coordinate_sample() -> StereoArrays:
     )
 
 
-def random_sample(seed: int = 0, invalid_fraction: float = 0.3) -> StereoArrays:
+def coordinate_mask(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A validity pattern that is a known function of the source pixel (y, x)."""
+    return (y + 2 * x) % 3 != 0
+
+
+def random_sample(seed: int = 0, invalid_fraction: float = 0.3, far_fraction: float = 0.0) -> StereoArrays:
+    """Random labels: ``invalid_fraction`` unknown, ``far_fraction`` far (valid, d = 0, z = +inf)."""
     rng = np.random.default_rng(seed)
     disparity = rng.uniform(1, 40, (H, W)).astype(np.float32)
-    disparity[rng.random((H, W)) < invalid_fraction] = 0
+    draw = rng.random((H, W))
+    unknown = draw < invalid_fraction
+    far = (draw >= invalid_fraction) & (draw < invalid_fraction + far_fraction)
+    disparity[unknown | far] = 0
     depth = np.where(disparity > 0, 25.0 / np.maximum(disparity, 1e-6), 0).astype(np.float32)
+    depth[far] = np.inf
     return StereoArrays(
         left=rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
         right=rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
         semantic=rng.integers(0, 10, (H, W), dtype=np.uint8),
         disparity=disparity,
         depth=depth,
+        disparity_valid=~unknown,
+        depth_valid=~unknown,
         fx=50.0,
         baseline=0.5,
         has_semantic=True,
@@ -110,6 +124,38 @@ def test_zoom_out_pads_with_ignore_and_zero() -> None:
     assert (out.disparity[padded] == 0).all() and (out.depth[padded] == 0).all()
     assert (out.left[padded] == 0).all() and (out.right[padded] == 0).all()
     assert (out.semantic[~padded] != IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("zoom", [0.6, 1.0, 1.7])
+def test_masks_stay_aligned_with_labels_through_zoom_and_crop(zoom: float) -> None:
+    sample = coordinate_sample()
+    config = geometry_only(zoom_range=[zoom, zoom], crop_size=[24, 40])
+    out = augment_stereo(sample, config, np.random.default_rng(5))
+    scale = out.fx / sample.fx
+    filled = out.depth > 0  # padding has depth 0
+    source = np.rint(out.depth[filled] - 1000).astype(int)
+    y, x = source // 100, source % 100
+    np.testing.assert_array_equal(out.disparity_valid[filled], coordinate_mask(y, x))
+    np.testing.assert_array_equal(out.depth_valid[filled], ~coordinate_mask(y, x))
+    np.testing.assert_allclose(out.disparity[filled] / scale, 1 + source, rtol=1e-5)
+    # Padding is unknown: no label and no validity.
+    assert not out.disparity_valid[~filled].any() and not out.depth_valid[~filled].any()
+    if zoom < 1:
+        assert (~filled).any()
+
+
+def test_far_pixels_stay_far_and_unknown_stays_unknown() -> None:
+    sample = random_sample(invalid_fraction=0.2, far_fraction=0.2)
+    far_in = sample.disparity_valid & (sample.disparity == 0)
+    assert np.isinf(sample.depth[far_in]).all() and far_in.mean() > 0.1
+    out = augment_stereo(sample, geometry_only(zoom_range=[1.37, 1.37]), np.random.default_rng(1))
+    far = out.disparity_valid & (out.disparity == 0)
+    assert 0.1 < far.mean() < 0.3
+    assert np.isposinf(out.depth[far]).all()  # far is +inf depth, never a finite one
+    np.testing.assert_array_equal(out.depth_valid, out.disparity_valid)
+    unknown = ~out.disparity_valid
+    assert (out.disparity[unknown] == 0).all() and (out.depth[unknown] == 0).all()
+    assert (out.disparity[out.disparity_valid & ~far] > 0).all()
 
 
 def test_jitter_changes_images_never_labels() -> None:

@@ -17,6 +17,7 @@ from fixtures_data import (
     make_cityscapes,
     make_kitti2015,
     make_synthetic,
+    write_png,
 )
 from torch.utils.data import DataLoader
 
@@ -211,3 +212,63 @@ def test_unknown_kind_and_root_are_user_errors(tmp_path: Path) -> None:
         build_dataset("kitti", tmp_path, "training")
     with pytest.raises(UserError, match="dataset root not found"):
         build_dataset("cityscapes", tmp_path / "nowhere", "train")
+
+
+def test_synthetic_far_and_unknown_pixels_read_back_as_labelled_and_unlabelled(tmp_path: Path) -> None:
+    """Known answer of the v2 layout: FAR = infinitely far (valid, d = 0, z = +inf), 0 = unknown."""
+    make_synthetic(tmp_path, frames={"train": 1})
+    disparity_png = np.full((HEIGHT, WIDTH), 10 * 256, np.uint16)  # 10 px
+    depth_png = np.full((HEIGHT, WIDTH), 3 * 256, np.uint16)  # 3 m
+    disparity_png[0, :4] = depth_png[0, :4] = layout.FAR
+    disparity_png[1, :4] = depth_png[1, :4] = layout.UNKNOWN
+    disparity_png[2, 0] = depth_png[2, 0] = layout.FAR - 1  # the largest real value
+    for kind, raw in [(layout.DISPARITY_DIR, disparity_png), (layout.DEPTH_DIR, depth_png)]:
+        path = layout.frame_path(tmp_path, "train", layout.sequence_name("train", 0), kind, 0)
+        write_png(path, raw)
+    sample = build_dataset("synthetic", tmp_path, "train")[0]
+    disparity, depth = sample["disparity"].numpy(), sample["depth"].numpy()
+    disparity_valid, depth_valid = sample["disparity_valid"].numpy(), sample["depth_valid"].numpy()
+    assert sample["disparity_valid"].dtype == torch.bool and sample["depth_valid"].dtype == torch.bool
+    # Far: a real label.
+    assert disparity_valid[0, :4].all() and depth_valid[0, :4].all()
+    assert (disparity[0, :4] == 0).all() and np.isposinf(depth[0, :4]).all()
+    # Unknown: no label.
+    assert not disparity_valid[1, :4].any() and not depth_valid[1, :4].any()
+    assert (disparity[1, :4] == 0).all() and (depth[1, :4] == 0).all()
+    # Measured values, up to the clamp just below the sentinel.
+    assert disparity[2, 0] == pytest.approx(65534 / 256) and depth[2, 0] == pytest.approx(65534 / 256)
+    assert disparity_valid[3:].all() and (disparity[3:] == 10).all() and (depth[3:] == 3).all()
+
+
+def test_layout_encoding_round_trip_and_clamp() -> None:
+    depth = np.array([[2.5, np.inf, 0.0, 1000.0]], np.float32)
+    valid = np.array([[True, True, False, True]])
+    raw = layout.encode_png(depth, valid, layout.DEPTH_SCALE)
+    np.testing.assert_array_equal(raw, [[640, layout.FAR, layout.UNKNOWN, layout.FAR - 1]])
+    decoded, decoded_valid = layout.decode_depth(raw)
+    np.testing.assert_array_equal(decoded_valid, valid)
+    assert decoded[0, 0] == 2.5 and np.isposinf(decoded[0, 1]) and decoded[0, 2] == 0
+    disparity = np.array([[0.0, 0.0, 3.0]], np.float32)
+    raw = layout.encode_png(disparity, np.array([[True, False, True]]), layout.DISPARITY_SCALE)
+    np.testing.assert_array_equal(raw, [[layout.FAR, layout.UNKNOWN, 768]])
+
+
+def test_kitti_and_cityscapes_masks_follow_their_invalid_conventions(tmp_path: Path) -> None:
+    make_kitti2015(tmp_path / "kitti")
+    sample = build_dataset("kitti2015", tmp_path / "kitti", "training")[0]
+    # KITTI has no far label: valid exactly where a disparity was measured.
+    np.testing.assert_array_equal(sample["disparity_valid"].numpy(), sample["disparity"].numpy() > 0)
+    np.testing.assert_array_equal(sample["depth_valid"].numpy(), sample["disparity_valid"].numpy())
+    assert np.isfinite(sample["depth"].numpy()).all()
+
+    make_cityscapes(tmp_path / "cs")
+    path = next((tmp_path / "cs" / "disparity" / "train").rglob("aachen_000000_000019_disparity.png"))
+    raw = np.full((HEIGHT, WIDTH), 1 + 5 * 256, np.uint16)  # 5 px
+    raw[0, 0] = 0  # invalid
+    raw[0, 1] = 1  # d = (1 - 1) / 256 = 0: measured infinitely far
+    write_png(path, raw)
+    sample = build_dataset("cityscapes", tmp_path / "cs", "train")[0]
+    valid, depth = sample["disparity_valid"].numpy(), sample["depth"].numpy()
+    assert not valid[0, 0] and depth[0, 0] == 0
+    assert valid[0, 1] and sample["disparity"][0, 1] == 0 and np.isposinf(depth[0, 1])
+    assert valid.sum() == HEIGHT * WIDTH - 1 and sample["depth_valid"].numpy().sum() == valid.sum()

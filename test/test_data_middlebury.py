@@ -206,7 +206,20 @@ def test_benchmark_sgbm_scores_its_pixels_and_its_holes(tmp_path: Path) -> None:
     shift = 6  # a fronto-parallel plane 6 px away: right[:, x - 6] = left[:, x]
     left, right = texture[:, :WIDTH], texture[:, shift : shift + WIDTH]
     gt = np.full((HEIGHT, WIDTH), float(shift), dtype=np.float32)
-    arrays = StereoArrays(left, right, np.zeros_like(gt, np.uint8), gt, gt, 1.0, 1.0, False, True)
+    valid = np.ones_like(gt, dtype=bool)
+    arrays = StereoArrays(
+        left=left,
+        right=right,
+        semantic=np.zeros_like(gt, np.uint8),
+        disparity=gt,
+        depth=gt,
+        disparity_valid=valid,
+        depth_valid=valid,
+        fx=1.0,
+        baseline=1.0,
+        has_semantic=False,
+        has_depth=True,
+    )
     scores = script.score_sgbm(arrays, max_disparity=16)
     own, holes = scores["on_its_pixels"], scores["holes_counted"]
     assert own["epe_px"] < 0.5 and own["pixels"] < holes["pixels"] == HEIGHT * WIDTH

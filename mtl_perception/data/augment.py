@@ -72,7 +72,8 @@ def resize_stereo(arrays: StereoArrays, size: tuple[int, int]) -> StereoArrays:
     (``contract.resize_image``, so evaluation sees the pixels a deployed model sees), labels nearest,
     disparity and fx * sx.
 
-    Depth keeps its values; nearest sampling never mixes an invalid 0 into a valid neighbour.
+    Depth keeps its values; nearest sampling never mixes an unknown 0 or a far +inf into a
+    neighbour, and the validity masks are sampled at the same pixels as their labels.
     """
     height, width = size
     if (height, width) == arrays.size:
@@ -83,12 +84,17 @@ def resize_stereo(arrays: StereoArrays, size: tuple[int, int]) -> StereoArrays:
         # NEAREST_EXACT samples pixel centres like the image resize (NEAREST is off by half a pixel).
         return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
+    def nearest_mask(mask: np.ndarray) -> np.ndarray:
+        return nearest(mask.astype(np.uint8)).astype(bool)
+
     return arrays.replace(
         left=resize_image(arrays.left, width, height),
         right=resize_image(arrays.right, width, height),
         semantic=nearest(arrays.semantic),
         disparity=nearest(arrays.disparity) * np.float32(scale_x),
         depth=nearest(arrays.depth),
+        disparity_valid=nearest_mask(arrays.disparity_valid),
+        depth_valid=nearest_mask(arrays.depth_valid),
         fx=arrays.fx * scale_x,
     )
 
@@ -103,7 +109,8 @@ def _window(length: int, target: int, rng: np.random.Generator) -> tuple[slice, 
 
 
 def crop_or_pad(arrays: StereoArrays, size: tuple[int, int], rng: np.random.Generator) -> StereoArrays:
-    """One random window of ``size`` applied to both views and all labels; padding is 0 / ignore.
+    """One random window of ``size`` applied to both views and all labels; padding is 0 / ignore /
+    unknown (validity masks False).
 
     The same window on both views keeps the pair rectified, so disparity values stay unchanged.
     """
@@ -122,6 +129,8 @@ def crop_or_pad(arrays: StereoArrays, size: tuple[int, int], rng: np.random.Gene
         semantic=place(arrays.semantic, IGNORE_INDEX),
         disparity=place(arrays.disparity, 0.0),
         depth=place(arrays.depth, 0.0),
+        disparity_valid=place(arrays.disparity_valid, False),
+        depth_valid=place(arrays.depth_valid, False),
     )
 
 

@@ -89,18 +89,23 @@ class StereoDataset(Dataset):
         """Focal length and baseline from the layout's calibration file."""
         raise NotImplementedError
 
-    def decode_disparity(self, raw: np.ndarray) -> np.ndarray:
-        """uint16 PNG values -> float32 pixels, 0 = invalid (KITTI encoding: value / 256)."""
-        return raw.astype(np.float32) / 256.0
+    def decode_disparity(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint16 PNG values -> (float32 pixels, valid mask); KITTI encoding: value / 256 with
+        0 = unknown and no "far" label (so the mask is value > 0 and disparity is never 0 where valid).
+        """
+        return raw.astype(np.float32) / 256.0, raw > 0
 
-    def read_disparity(self, path: Path) -> np.ndarray:
-        """A disparity file as float32 pixels, 0 = invalid; 16-bit PNG layouts only override
-        ``decode_disparity``, layouts with other files (Middlebury PFM) override this."""
+    def read_disparity(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """A disparity file as (float32 pixels, valid mask), see ``StereoArrays``; 16-bit PNG layouts
+        only override ``decode_disparity``, layouts with other files (Middlebury PFM) override this."""
         return self.decode_disparity(read_uint16(path))
 
-    def read_depth(self, record: FrameRecord, disparity: np.ndarray, calib: StereoCalibration) -> np.ndarray:
-        """Metric depth of a frame with disparity; layouts without depth files derive it."""
-        return depth_from_disparity(disparity, calib.fx, calib.baseline)
+    def read_depth(
+        self, record: FrameRecord, disparity: np.ndarray, valid: np.ndarray, calib: StereoCalibration
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(metric depth, valid mask) of a frame with disparity; layouts without depth files derive
+        it from disparity (far, i.e. valid with d = 0, becomes +inf)."""
+        return depth_from_disparity(disparity, calib.fx, calib.baseline, valid), valid
 
     # -- shared reading --------------------------------------------------------------------------
 
@@ -129,18 +134,21 @@ class StereoDataset(Dataset):
         if semantic is not None:
             check_size(record.semantic, semantic, size)
         if record.disparity is not None:
-            disparity = self.read_disparity(record.disparity)
+            disparity, disparity_valid = self.read_disparity(record.disparity)
             check_size(record.disparity, disparity, size)
-            depth = self.read_depth(record, disparity, calib)
+            depth, depth_valid = self.read_depth(record, disparity, disparity_valid, calib)
         else:
             disparity = np.zeros(size, dtype=np.float32)
             depth = np.zeros(size, dtype=np.float32)
+            disparity_valid = depth_valid = np.zeros(size, dtype=bool)
         return StereoArrays(
             left=left,
             right=right,
             semantic=empty_semantic(*size) if semantic is None else semantic,
             disparity=disparity,
             depth=depth,
+            disparity_valid=disparity_valid,
+            depth_valid=depth_valid,
             fx=calib.fx,
             baseline=calib.baseline,
             has_semantic=semantic is not None,
@@ -175,6 +183,9 @@ def to_sample(arrays: StereoArrays, sequence: str, frame: int, steering: float) 
         "semantic": torch.from_numpy(arrays.semantic.astype(np.int64)),
         "disparity": torch.from_numpy(np.ascontiguousarray(arrays.disparity, dtype=np.float32)),
         "depth": torch.from_numpy(np.ascontiguousarray(arrays.depth, dtype=np.float32)),
+        # True where labelled, "infinitely far" included (disparity 0, depth +inf there).
+        "disparity_valid": torch.from_numpy(np.ascontiguousarray(arrays.disparity_valid, dtype=bool)),
+        "depth_valid": torch.from_numpy(np.ascontiguousarray(arrays.depth_valid, dtype=bool)),
         "has_semantic": arrays.has_semantic,
         "has_depth": arrays.has_depth,
         "steering": torch.tensor(steering, dtype=torch.float32),

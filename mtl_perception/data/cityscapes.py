@@ -62,8 +62,10 @@ class CityscapesDataset(StereoDataset):
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{path}: expected intrinsic.fx and extrinsic.baseline ({exc})") from exc
 
-    def decode_disparity(self, raw: np.ndarray) -> np.ndarray:
-        # Cityscapes stores d = (p - 1) / 256 for p > 0; p = 0 marks invalid pixels.
+    def decode_disparity(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Cityscapes stores d = (p - 1) / 256 for p > 0; p = 0 marks invalid pixels. p = 1 is a
+        # measured disparity of 0, i.e. infinitely far: valid, and depth +inf (base.read_depth).
         disparity = (raw.astype(np.float32) - 1.0) / 256.0
-        disparity[raw == 0] = 0.0
-        return disparity
+        valid = raw > 0
+        disparity[~valid] = 0.0
+        return disparity, valid

@@ -161,14 +161,17 @@ class MiddleburyDataset(StereoDataset):
     def read_calibration(self, path: Path) -> MiddleburyCalibration:
         return read_calib_txt(path)
 
-    def read_disparity(self, path: Path) -> np.ndarray:
+    def read_disparity(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         raw = read_pfm(path)
-        # inf marks unknown in Middlebury files; NaN and <= 0 are unknown too (0 = invalid here).
-        return np.where(np.isfinite(raw) & (raw > 0), raw, 0.0).astype(np.float32)
+        # inf marks unknown in Middlebury files; NaN and <= 0 are unknown too. No "far" label.
+        valid = np.isfinite(raw) & (raw > 0)
+        return np.where(valid, raw, 0.0).astype(np.float32), valid
 
-    def read_depth(self, record: FrameRecord, disparity: np.ndarray, calib: StereoCalibration) -> np.ndarray:
+    def read_depth(
+        self, record: FrameRecord, disparity: np.ndarray, valid: np.ndarray, calib: StereoCalibration
+    ) -> tuple[np.ndarray, np.ndarray]:
         assert isinstance(calib, MiddleburyCalibration)
-        return middlebury_depth(disparity, calib)
+        return middlebury_depth(disparity, calib), valid
 
     def load_arrays(self, index: int) -> StereoArrays:
         arrays = super().load_arrays(index)

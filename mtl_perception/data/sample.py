@@ -14,15 +14,28 @@ from mtl_perception.data.labels import IGNORE_INDEX
 class StereoArrays:
     """One rectified stereo frame and its labels as numpy arrays (before tensor conversion).
 
-    Missing labels are already filled (``semantic`` with ignore, ``disparity``/``depth`` with 0)
-    and flagged by ``has_semantic`` / ``has_depth``, so every transform treats all samples alike.
+    Missing labels are already filled (``semantic`` with ignore, ``disparity``/``depth`` with 0,
+    masks all False) and flagged by ``has_semantic`` / ``has_depth``, so every transform treats all
+    samples alike.
+
+    Geometry labels (DESIGN.md "Sample"): ``disparity_valid`` / ``depth_valid`` are True where the
+    pixel is labelled, *including* "infinitely far" (sky, beyond range), which is a real label:
+
+    - measured: valid True, disparity d > 0 px, depth z > 0 m (finite);
+    - far:      valid True, disparity 0,        depth +inf;
+    - unknown:  valid False, disparity 0,       depth 0.
+
+    So "valid and disparity == 0" (or "depth == +inf") means far; never read 0 as "unknown" without
+    the mask. Sources without a far label (KITTI, Middlebury) have no far pixels.
     """
 
     left: np.ndarray  # HxWx3 uint8 RGB
     right: np.ndarray  # HxWx3 uint8 RGB
     semantic: np.ndarray  # HxW uint8 class ids, IGNORE_INDEX = unlabelled
-    disparity: np.ndarray  # HxW float32 pixels of this image, 0 = invalid
-    depth: np.ndarray  # HxW float32 meters, 0 = invalid
+    disparity: np.ndarray  # HxW float32 pixels of this image, 0 where far or unknown
+    depth: np.ndarray  # HxW float32 meters, +inf where far, 0 where unknown
+    disparity_valid: np.ndarray  # HxW bool, True where labelled (far included)
+    depth_valid: np.ndarray  # HxW bool, True where labelled (far included)
     fx: float  # focal length in pixels of this image (scales with horizontal resizing)
     baseline: float  # meters
     has_semantic: bool
@@ -43,9 +56,16 @@ def empty_semantic(height: int, width: int) -> np.ndarray:
     return np.full((height, width), IGNORE_INDEX, dtype=np.uint8)
 
 
-def depth_from_disparity(disparity: np.ndarray, fx: float, baseline: float) -> np.ndarray:
-    """Metric depth fx * B / d where the disparity is valid (> 0), 0 elsewhere."""
+def depth_from_disparity(
+    disparity: np.ndarray, fx: float, baseline: float, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Metric depth fx * B / d where d > 0; +inf where ``valid`` and d == 0 (far); 0 elsewhere.
+
+    Without ``valid`` every d <= 0 is unknown (the KITTI convention, no far label).
+    """
     depth = np.zeros_like(disparity, dtype=np.float32)
-    valid = disparity > 0
-    depth[valid] = fx * baseline / disparity[valid]
+    measured = disparity > 0
+    depth[measured] = fx * baseline / disparity[measured]
+    if valid is not None:
+        depth[valid & ~measured] = np.inf
     return depth

@@ -103,12 +103,16 @@ class SyntheticDataset(StereoDataset):
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{path}: expected JSON with numeric 'fx' and 'baseline' ({exc})") from exc
 
-    def decode_disparity(self, raw: np.ndarray) -> np.ndarray:
-        return raw.astype(np.float32) / layout.DISPARITY_SCALE
+    def decode_disparity(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # 0 = unknown, layout.FAR = infinitely far (valid, disparity 0).
+        return layout.decode_disparity(raw)
 
-    def read_depth(self, record: FrameRecord, disparity: np.ndarray, calib: StereoCalibration) -> np.ndarray:
-        # The generator renders depth directly (exact where disparity rounds to 0 far away).
+    def read_depth(
+        self, record: FrameRecord, disparity: np.ndarray, valid: np.ndarray, calib: StereoCalibration
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # The generator renders depth directly (exact where disparity rounds to 0 far away);
+        # layout.FAR reads back as +inf, 0 as unknown.
         assert record.depth is not None
-        depth = read_uint16(record.depth).astype(np.float32) / layout.DEPTH_SCALE
+        depth, depth_valid = layout.decode_depth(read_uint16(record.depth))
         check_size(record.depth, depth, disparity.shape)
-        return depth
+        return depth, depth_valid
