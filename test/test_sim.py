@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mtl_perception.data import layout
+from mtl_perception.data.labels import CLASS_ID
 from mtl_perception.errors import UserError
 from mtl_perception.sim.generator import GeneratorConfig, generate_dataset
 from mtl_perception.sim.rig import StereoRig
@@ -73,10 +74,13 @@ def test_right_image_warped_by_left_disparity_reproduces_left() -> None:
 def test_depth_times_disparity_is_fx_baseline_and_camera_info() -> None:
     rig = StereoRig(width=128, height=64, baseline=0.3)
     frame = _render_clean_frame(rig, seed=5)
-    valid = frame.depth > 0
+    valid = np.isfinite(frame.depth)
     assert valid.any() and (~valid).any()  # some sky
     np.testing.assert_allclose(frame.depth[valid] * frame.disparity[valid], rig.fx * rig.baseline, rtol=1e-5)
-    assert np.all(frame.disparity[~valid] == 0)
+    # Sky is "infinitely far": depth +inf, disparity 0, a labelled pixel of class sky.
+    assert np.all(np.isposinf(frame.depth[~valid])) and np.all(frame.disparity[~valid] == 0)
+    assert frame.valid[~valid].all()
+    np.testing.assert_array_equal(frame.semantic == CLASS_ID["sky"], ~valid)
     right = rig.camera_info("right")
     left = rig.camera_info("left")
     assert right["p"][3] == pytest.approx(-rig.fx * rig.baseline)
@@ -145,9 +149,19 @@ def test_generation_is_deterministic_and_follows_layout(tmp_path: Path) -> None:
     depth = cv2.imread(str(layout.frame_path(root, "train", "train_0000", "depth", 0)), cv2.IMREAD_UNCHANGED)
     assert disparity.dtype == np.uint16 and depth.dtype == np.uint16
     calib = json.loads(layout.calib_path(root, "train", "train_0000").read_text())
-    valid = (disparity > 0) & (depth > 0)
-    product = (disparity[valid] / 256.0) * (depth[valid] / 256.0)
+    # Measured pixels of at least 1 px (below that the 1/256 px quantisation exceeds 2 %).
+    measured = (disparity >= 256) & (depth > 0) & (disparity != layout.FAR) & (depth != layout.FAR)
+    assert measured.mean() > 0.1
+    product = (disparity[measured] / 256.0) * (depth[measured] / 256.0)
     np.testing.assert_allclose(product, calib["fx"] * calib["baseline"], rtol=0.02)
+    # Sky is written as the FAR sentinel in both maps, never as unknown (0).
+    semantic = cv2.imread(
+        str(layout.frame_path(root, "train", "train_0000", "semantic", 0)), cv2.IMREAD_UNCHANGED
+    )
+    sky = semantic == CLASS_ID["sky"]
+    assert sky.any() and (disparity[sky] == layout.FAR).all() and (depth[sky] == layout.FAR).all()
+    assert calib["rig"] == manifest["sequences"]["train_0000"]["rig"]
+    assert calib["rig"]["baseline"] == calib["baseline"] and calib["rig"]["fx"] == calib["fx"]
     assert (
         layout.steering_path(root, "train", "train_0000")
         .read_text()
@@ -200,3 +214,66 @@ def test_existing_foreign_directory_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="refusing"):
         generate_dataset(_tiny_config(), tmp_path, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_far_pixels_written_by_the_generator_read_back_as_far(tmp_path: Path) -> None:
+    """Known answer end to end: sky -> FAR on disk -> disparity_valid, disparity 0, depth +inf."""
+    from mtl_perception.data.datasets import build_dataset
+
+    generate_dataset(_tiny_config(sequences={"val": 1}, frames={"val": 1}, bag_sequences={}), tmp_path)
+    sample = build_dataset("synthetic", tmp_path, "val")[0]
+    sky = sample["semantic"].numpy() == CLASS_ID["sky"]
+    assert sky.mean() > 0.05
+    assert sample["disparity_valid"].numpy()[sky].all() and sample["depth_valid"].numpy()[sky].all()
+    assert (sample["disparity"].numpy()[sky] == 0).all() and np.isposinf(sample["depth"].numpy()[sky]).all()
+    # Everything else is measured (or unknown when too near for the max disparity): never far.
+    ground = ~sky & sample["disparity_valid"].numpy()
+    assert ground.any() and (sample["disparity"].numpy()[ground] > 0).all()
+    assert np.isfinite(sample["depth"].numpy()[ground]).all()
+    unknown = ~sample["disparity_valid"].numpy()
+    assert (sample["disparity"].numpy()[unknown] == 0).all() and (sample["depth"].numpy()[unknown] == 0).all()
+
+
+def test_too_near_pixels_are_unknown_not_clipped() -> None:
+    """A rig whose disparity exceeds the models' range marks those pixels unknown (valid False)."""
+    rig = StereoRig(width=128, height=64, baseline=1.5, mount_height=1.0, pitch_deg=20.0)
+    frame = _render_clean_frame(rig, seed=5)
+    too_near = frame.disparity > rig.max_disparity
+    assert too_near.any() and not frame.valid[too_near].any() and frame.valid[~too_near].all()
+    raw = layout.encode_png(frame.disparity, frame.valid, layout.DISPARITY_SCALE)
+    assert (raw[too_near] == layout.UNKNOWN).all()
+
+
+def test_rig_is_drawn_per_sequence_from_its_seed() -> None:
+    config = GeneratorConfig()
+    rigs = [config.sequence_rig(layout.sequence_seed(0, "train", i)) for i in range(12)]
+    assert config.sequence_rig(layout.sequence_seed(0, "train", 3)) == rigs[3]  # same seed, same rig
+    assert len({(r.baseline, r.mount_height, r.hfov_deg, r.pitch_deg, r.roll_deg) for r in rigs}) == 12
+    ranges = config.rig_ranges
+    for rig in rigs:
+        assert ranges.camera_height[0] <= rig.mount_height <= ranges.camera_height[1]
+        assert ranges.baseline[0] <= rig.baseline <= ranges.baseline[1]
+        assert ranges.hfov_deg[0] <= rig.hfov_deg <= ranges.hfov_deg[1]
+        assert abs(rig.roll_deg) <= 3.0 and -5.0 <= rig.pitch_deg <= 10.0
+        # Flat ground stays inside the models' disparity range; far starts under 1/4 px.
+        assert rig.fx * rig.baseline / rig.nearest_ground_depth() <= rig.max_disparity
+        assert rig.far >= 200.0 and rig.fx * rig.baseline / rig.far <= 0.25 + 1e-9
+    spread = np.ptp([r.mount_height for r in rigs]), np.ptp([r.hfov_deg for r in rigs])
+    assert spread[0] > 1.0 and spread[1] > 20.0
+    # The fixed preset is the version-1 rig for every sequence.
+    fixed = GeneratorConfig(rig_preset="fixed")
+    old = fixed.sequence_rig(7)
+    assert fixed.sequence_rig(8) == old
+    assert (old.hfov_deg, old.baseline, old.mount_height, old.pitch_deg, old.roll_deg) == (
+        90.0,
+        0.3,
+        1.5,
+        3.0,
+        0.0,
+    )
+
+
+def test_unknown_rig_preset_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="rig preset"):
+        generate_dataset(_tiny_config(rig_preset="wobbly"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

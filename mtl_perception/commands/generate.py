@@ -51,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--width", type=int, default=512, help="image width in pixels (even)")
     parser.add_argument("--height", type=int, default=256, help="image height in pixels (even)")
+    parser.add_argument(
+        "--rig",
+        choices=("random", "fixed"),
+        default="random",
+        help="random: a camera rig drawn per sequence from its seed (height 0.3-2.5 m, pitch -5..10 deg "
+        "down, roll +-3 deg, baseline 0.05-0.6 m, hfov 60-110 deg); fixed: the rig of --hfov, "
+        "--baseline, --camera-height and --pitch for every sequence (their defaults: the version-1 rig)",
+    )
     parser.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view, degrees")
     parser.add_argument("--baseline", type=float, default=0.3, help="stereo baseline, metres")
     parser.add_argument("--camera-height", type=float, default=1.5, help="rig height above ground, metres")
@@ -101,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             if s in splits
         },
         camera_effects=not args.no_camera_effects,
+        rig_preset=args.rig,
     )
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")

@@ -85,16 +85,20 @@ class StereoFrame:
 
     left: np.ndarray  # HxWx3 uint8
     right: np.ndarray  # HxWx3 uint8
-    depth: np.ndarray  # HxW float32 metres, 0 invalid
-    disparity: np.ndarray  # HxW float32 pixels, 0 invalid
+    depth: np.ndarray  # HxW float32 metres, +inf far (sky, beyond the rig's far plane)
+    disparity: np.ndarray  # HxW float32 pixels, 0 far
     semantic: np.ndarray  # HxW uint8 class ids
+    valid: np.ndarray  # HxW bool, False = unknown (nearer than the rig's max_disparity)
 
 
 def sky_gradient(rig: StereoRig, lighting: Lighting) -> np.ndarray:
-    """HxWx3 float sky: horizon colour at the horizon row blending to the top colour above it."""
-    horizon_row = rig.cy + rig.fy * np.tan(np.radians(rig.pitch_deg))
-    rows = np.arange(rig.height, dtype=np.float32)
-    t = np.clip((horizon_row - rows) / max(horizon_row, 1.0), 0.0, 1.0)[:, None, None]
+    """HxWx3 float sky: horizon colour at the (rolled) horizon line blending to the top colour above it."""
+    centre_row = rig.cy + rig.fy * np.tan(np.radians(rig.pitch_deg))
+    # Roll with the right side down turns the image the other way: the horizon rises to the right.
+    columns = np.arange(rig.width, dtype=np.float32)
+    horizon_row = centre_row - (columns - rig.cx) * np.tan(np.radians(rig.roll_deg))
+    rows = np.arange(rig.height, dtype=np.float32)[:, None]
+    t = np.clip((horizon_row - rows) / max(centre_row, 1.0), 0.0, 1.0)[..., None]
     colour = (1 - t) * np.array(lighting.sky_horizon) + t * np.array(lighting.sky_top)
     return np.broadcast_to(colour, (rig.height, rig.width, 3)).astype(np.float32)
 
@@ -129,17 +133,28 @@ def _render_view(
 def render_stereo(
     world: World, rig: StereoRig, position: np.ndarray, yaw: float, lighting: Lighting
 ) -> StereoFrame:
-    """Render left and right views and the left ground truth from a rig at ``position``, ``yaw``."""
+    """Render left and right views and the left ground truth from a rig at ``position``, ``yaw``.
+
+    Labels: sky and anything beyond the rig's far plane is "infinitely far" (depth +inf, disparity
+    0, valid); pixels nearer than ``rig.max_disparity`` allows are unknown (``valid`` False).
+    """
     left_pose, right_pose = rig.camera_poses(position, yaw)
     sky = sky_gradient(rig, lighting)
     left, left_z, seg = _render_view(world, rig, left_pose, lighting, with_segmentation=True)
     right, right_z, _ = _render_view(world, rig, right_pose, lighting, with_segmentation=False)
     depth = rig.depth_from_zbuffer(left_z)
     # Background (nothing drawn, or clipped beyond far) is sky in the image and in the labels.
-    left = np.where((depth == 0)[..., None], sky, left).astype(np.uint8)
-    right = np.where((rig.depth_from_zbuffer(right_z) == 0)[..., None], sky, right).astype(np.uint8)
+    far = np.isinf(depth)
+    left = np.where(far[..., None], sky, left).astype(np.uint8)
+    right = np.where(np.isinf(rig.depth_from_zbuffer(right_z))[..., None], sky, right).astype(np.uint8)
     assert seg is not None
-    semantic = world.class_lookup()[np.where(depth > 0, seg, -1) + 1]
+    semantic = world.class_lookup()[np.where(far, -1, seg) + 1]
+    disparity = rig.disparity_from_depth(depth)
     return StereoFrame(
-        left=left, right=right, depth=depth, disparity=rig.disparity_from_depth(depth), semantic=semantic
+        left=left,
+        right=right,
+        depth=depth,
+        disparity=disparity,
+        semantic=semantic,
+        valid=disparity <= rig.max_disparity,
     )

@@ -26,9 +26,12 @@ import numpy as np
 from mtl_perception.data import layout
 from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
-from mtl_perception.sim.rig import StereoRig
+from mtl_perception.sim.rig import RigRanges, StereoRig, random_rig
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+# "random": a rig drawn per sequence from its seed within ``rig_ranges`` (the default);
+# "fixed": every sequence uses the rig of the config's fields (the version-1 rig by default).
+RIG_PRESETS = ("random", "fixed")
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,11 @@ class GeneratorConfig:
     speed_range: tuple[float, float] = (6.0, 12.0)  # ego speed, m/s
     density: float = 1.0  # scales the number of roadside objects and actors
     camera_effects: bool = True
+    rig_preset: str = "random"
+    rig_ranges: RigRanges = field(default_factory=RigRanges)
 
     def rig(self) -> StereoRig:
-        """The stereo rig; raises UserError on an unusable geometry."""
+        """The fixed stereo rig of the config's fields; raises UserError on an unusable geometry."""
         try:
             return StereoRig(
                 width=self.width,
@@ -64,9 +69,24 @@ class GeneratorConfig:
         except ValueError as exc:
             raise UserError(f"bad camera rig: {exc}") from exc
 
+    def sequence_rig(self, seed: int) -> StereoRig:
+        """The rig of the sequence with ``seed`` (far plane at its far limit); same seed, same rig.
+
+        Drawn from its own stream ``[seed, 3]`` so the world, drive and lighting of a seed do not
+        depend on the preset.
+        """
+        if self.rig_preset == "fixed":
+            return self.rig().with_far_limit()
+        try:
+            return random_rig(np.random.default_rng([seed, 3]), self.width, self.height, self.rig_ranges)
+        except ValueError as exc:
+            raise UserError(f"bad rig ranges {self.rig_ranges}: {exc}") from exc
+
     def validate(self) -> None:
         """Raise UserError for any value that cannot produce a dataset."""
         self.rig()
+        if self.rig_preset not in RIG_PRESETS:
+            raise UserError(f"unknown rig preset {self.rig_preset!r}; choose from {list(RIG_PRESETS)}")
         for name in ("sequences", "frames", "bag_sequences"):
             counts = getattr(self, name)
             unknown = sorted(set(counts) - set(layout.SPLITS))
@@ -111,8 +131,27 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _kitti_png(values: np.ndarray, scale: float) -> np.ndarray:
-    return np.clip(np.rint(values.astype(np.float64) * scale), 0, 65535).astype(np.uint16)
+def _label_pngs(view: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(disparity, depth) uint16 PNGs of a rendered view in the layout's encoding (layout.FAR, 0)."""
+    disparity = layout.encode_png(view.disparity, view.valid, layout.DISPARITY_SCALE)
+    # Depth beyond the 16-bit range (>= 256 m) is written as far: +inf, like the sky.
+    beyond = view.depth * layout.DEPTH_SCALE > layout.FAR - 0.5
+    depth = layout.encode_png(np.where(beyond, np.inf, view.depth), view.valid, layout.DEPTH_SCALE)
+    return disparity, depth
+
+
+def rig_record(rig: StereoRig) -> dict[str, float]:
+    """The drawn rig as written to calib.json ("rig") and the manifest's sequence entry."""
+    return {
+        "camera_height": rig.mount_height,
+        "pitch_deg": rig.pitch_deg,
+        "roll_deg": rig.roll_deg,
+        "hfov_deg": rig.hfov_deg,
+        "baseline": rig.baseline,
+        "fx": rig.fx,
+        "far": rig.far,
+        "max_disparity": rig.max_disparity,
+    }
 
 
 def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
@@ -127,7 +166,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     from mtl_perception.sim.road import random_road
     from mtl_perception.sim.world import build_world
 
-    config, rig = job.config, job.config.rig()
+    config, rig = job.config, job.config.sequence_rig(job.seed)
     final = layout.sequence_dir(job.root, job.split, job.name)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job.name}-", dir=final.parent))
@@ -137,7 +176,9 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
         speed = float(rng.uniform(*config.speed_range))
         travel = job.frames * speed / config.rate_hz
         road = random_road(rng, length=travel + 160.0)
-        world = build_world(client, road, rng, tmp / "textures", density=config.density)
+        world = build_world(
+            client, road, rng, tmp / "textures", density=config.density, terrain_margin=rig.far
+        )
         lighting = Lighting.random(rng)
         states = drive(road, np.random.default_rng([job.seed, 1]), job.frames, config.rate_hz, speed)
         effects = CameraEffects()
@@ -156,8 +197,9 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
             stem = f"{layout.frame_stem(frame)}.png"
             _write_png(tmp / layout.LEFT_DIR / stem, left)
             _write_png(tmp / layout.RIGHT_DIR / stem, right)
-            _write_png(tmp / layout.DISPARITY_DIR / stem, _kitti_png(view.disparity, layout.DISPARITY_SCALE))
-            _write_png(tmp / layout.DEPTH_DIR / stem, _kitti_png(view.depth, layout.DEPTH_SCALE))
+            disparity_png, depth_png = _label_pngs(view)
+            _write_png(tmp / layout.DISPARITY_DIR / stem, disparity_png)
+            _write_png(tmp / layout.DEPTH_DIR / stem, depth_png)
             _write_png(tmp / layout.SEMANTIC_DIR / stem, view.semantic)
             rows.append((frame, layout.frame_stamp_ns(frame, config.rate_hz), f"{state.steering:.6f}"))
             if progress is not None:
@@ -174,6 +216,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
             "rate_hz": config.rate_hz,
             "width": rig.width,
             "height": rig.height,
+            "rig": rig_record(rig),
         }
         (tmp / layout.CALIB_NAME).write_text(json.dumps(calib, indent=2) + "\n")
         shutil.rmtree(tmp / "textures")
@@ -185,7 +228,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     if job.write_bag:
         write_sequence_bag(job.root, job.split, job.name, layout.bag_dir(job.root, job.name))
-    return {"split": job.split, "seed": job.seed, "frames": job.frames}
+    return {"split": job.split, "seed": job.seed, "frames": job.frames, "rig": rig_record(rig)}
 
 
 def write_sequence_bag(root: Path, split: str, sequence: str, bag_path: Path, storage: str = "mcap") -> Path:
@@ -215,8 +258,10 @@ def write_sequence_bag(root: Path, split: str, sequence: str, bag_path: Path, st
                     left_info=calib["left"],
                     right_info=calib["right"],
                     semantic=read(layout.SEMANTIC_DIR),
-                    disparity=read(layout.DISPARITY_DIR).astype(np.float32) / layout.DISPARITY_SCALE,
-                    depth=read(layout.DEPTH_DIR).astype(np.float32) / layout.DEPTH_SCALE,
+                    # A DisparityImage has no "far" value: far and unknown both go in as 0, which
+                    # the replay scorer skips. Depth keeps REP-118: +inf far, NaN unknown (0 here).
+                    disparity=layout.decode_disparity(read(layout.DISPARITY_DIR))[0],
+                    depth=layout.decode_depth(read(layout.DEPTH_DIR))[0],
                     steering=float(row["steering_rad"]),
                 )
         if bag_path.exists():

@@ -228,18 +228,27 @@ def merge_meshes(meshes: list[tuple[list, list, list, list]]) -> tuple[list, lis
 
 
 def build_world(
-    client: int, road: Road, rng: np.random.Generator, texture_dir: Path, density: float = 1.0
+    client: int,
+    road: Road,
+    rng: np.random.Generator,
+    texture_dir: Path,
+    density: float = 1.0,
+    terrain_margin: float = 150.0,
 ) -> World:
-    """Populate ``client`` with a random street along ``road``; ``density`` scales object counts."""
+    """Populate ``client`` with a random street along ``road``; ``density`` scales object counts.
+
+    The terrain reaches ``terrain_margin`` metres beyond the road (the camera's far plane, so the
+    ground near the horizon ends where the labels turn "infinitely far", not at a visible edge).
+    """
     p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
     builder = _Builder(client, road, rng, texture_dir)
-    _add_ground(builder, road)
+    _add_ground(builder, road, terrain_margin)
     _add_roadside(builder, road, density)
     _add_traffic(builder, road, density)
     return builder.world
 
 
-def _add_ground(builder: _Builder, road: Road) -> None:
+def _add_ground(builder: _Builder, road: Road, terrain_margin: float) -> None:
     half = road.lane_width + PARKING_WIDTH
     outer = half + road.sidewalk_width
     builder.mesh(
@@ -256,9 +265,9 @@ def _add_ground(builder: _Builder, road: Road) -> None:
     ]
     builder.mesh("sidewalk", merge_meshes(sidewalks), texture=paving)
     builder.mesh("road", _lane_markings(road), rgba=(0.95, 0.95, 0.9, 1.0))
-    # Terrain: one large textured quad under everything, a little beyond what the camera can see.
-    lo = road.xy.min(axis=0) - 150.0
-    hi = road.xy.max(axis=0) + 150.0
+    # Terrain: one large textured quad under everything, out to what the camera can see.
+    lo = road.xy.min(axis=0) - terrain_margin
+    hi = road.xy.max(axis=0) + terrain_margin
     vertices = [[lo[0], lo[1], 0.0], [hi[0], lo[1], 0.0], [hi[0], hi[1], 0.0], [lo[0], hi[1], 0.0]]
     uvs = [[v[0] / 3.0, v[1] / 3.0] for v in vertices]
     builder.mesh(
