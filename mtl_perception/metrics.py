@@ -50,13 +50,15 @@ def _batched(x: ArrayLike) -> np.ndarray:
 
 
 def _per_image_float64(
-    pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(prediction, ground truth, uncertainty or None) of each image of a batch, as float64."""
+    pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None, valid: ArrayLike | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """(prediction, ground truth, uncertainty or None, validity mask or None) of each image of a
+    batch, as float64 (the mask as bool)."""
     p = _batched(pred).astype(np.float64)
     t = _batched(target).astype(np.float64)
     u = _batched(uncertainty).astype(np.float64) if uncertainty is not None else [None] * len(p)
-    yield from zip(p, t, u, strict=True)
+    v = _batched(valid).astype(bool) if valid is not None else [None] * len(p)
+    yield from zip(p, t, u, v, strict=True)
 
 
 class _Summed:
@@ -254,8 +256,10 @@ class SegmentationMetrics(_Summed):
 
 
 class DisparityMetrics(_Summed):
-    """EPE and D1-all over valid ground truth (gt > 0), pixels pooled; AUSE of EPE if uncertain.
+    """EPE and D1-all over valid ground truth, pixels pooled; AUSE of EPE if uncertain.
 
+    Valid: the ``valid`` mask where given (DESIGN.md "Sample": "infinitely far" pixels are valid with
+    gt 0, so a phantom 10 px obstacle in the sky is a 10 px error and a D1 outlier), else gt > 0.
     D1-all (KITTI 2015): share of pixels whose error is > 3 px **and** > 5 % of the ground truth.
     """
 
@@ -267,17 +271,24 @@ class DisparityMetrics(_Summed):
         self.pixels = 0
         self.sparsification = SparsificationAccumulator()
 
-    def update(self, pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None = None) -> None:
-        """Add predicted and ground-truth disparity (pixels; HxW or NxHxW; gt 0 = invalid)."""
-        for p, t, u in _per_image_float64(pred, target, uncertainty):
-            valid = (t > 0) & np.isfinite(t)
-            error = np.abs(p[valid] - t[valid])
+    def update(
+        self,
+        pred: ArrayLike,
+        target: ArrayLike,
+        uncertainty: ArrayLike | None = None,
+        valid: ArrayLike | None = None,
+    ) -> None:
+        """Add predicted and ground-truth disparity (pixels; HxW or NxHxW) with the ground truth's
+        validity mask (True = labelled, far with gt 0 included); without a mask gt 0 = invalid."""
+        for p, t, u, v in _per_image_float64(pred, target, uncertainty, valid):
+            keep = np.isfinite(t) & ((t > 0) if v is None else (v & (t >= 0)))
+            error = np.abs(p[keep] - t[keep])
             error = np.where(np.isfinite(error), error, 1e6)  # a NaN/inf prediction is far off
             self.abs_error_sum += float(error.sum())
-            self.outliers += int(((error > 3.0) & (error > 0.05 * t[valid])).sum())
-            self.pixels += int(valid.sum())
+            self.outliers += int(((error > 3.0) & (error > 0.05 * t[keep])).sum())
+            self.pixels += int(keep.sum())
             if u is not None:
-                self.sparsification.update(error, u[valid])
+                self.sparsification.update(error, u[keep])
 
     def compute(self) -> dict[str, Any]:
         n = self.pixels
@@ -293,7 +304,8 @@ class DisparityMetrics(_Summed):
 class DepthMetrics(_Summed):
     """AbsRel, RMSE (m) and δ<1.25 over gt in (0, max_depth], pixels pooled; AUSE of AbsRel.
 
-    Predictions are clipped to (0, max_depth] before scoring.
+    Predictions are clipped to (0, max_depth] before scoring. Only finite labelled depth counts:
+    "infinitely far" (+inf) pixels have no finite error (they are scored by disparity D1/EPE).
     """
 
     _SUMS = ("abs_rel_sum", "squared_sum", "delta1", "pixels", "sparsification")
@@ -306,21 +318,30 @@ class DepthMetrics(_Summed):
         self.pixels = 0
         self.sparsification = SparsificationAccumulator()
 
-    def update(self, pred: ArrayLike, target: ArrayLike, uncertainty: ArrayLike | None = None) -> None:
-        """Add predicted and ground-truth depth (meters; HxW or NxHxW; gt 0 = invalid)."""
-        for p, t, u in _per_image_float64(pred, target, uncertainty):
-            valid = (t > 0) & (t <= self.max_depth)
+    def update(
+        self,
+        pred: ArrayLike,
+        target: ArrayLike,
+        uncertainty: ArrayLike | None = None,
+        valid: ArrayLike | None = None,
+    ) -> None:
+        """Add predicted and ground-truth depth (meters; HxW or NxHxW; gt 0 = unknown, +inf = far,
+        both skipped) and optionally the ground truth's validity mask."""
+        for p, t, u, v in _per_image_float64(pred, target, uncertainty, valid):
+            keep = (t > 0) & (t <= self.max_depth)
+            if v is not None:
+                keep &= v
             # Predictions are capped to (0, max_depth] as in the KITTI/Eigen protocol (a tiny
             # disparity would otherwise dominate RMSE); NaN counts as far off, not skipped.
-            d = np.clip(np.nan_to_num(p[valid], nan=1e-3, posinf=self.max_depth), 1e-3, self.max_depth)
-            g = t[valid]
+            d = np.clip(np.nan_to_num(p[keep], nan=1e-3, posinf=self.max_depth), 1e-3, self.max_depth)
+            g = t[keep]
             abs_rel = np.abs(d - g) / g
             self.abs_rel_sum += float(abs_rel.sum())
             self.squared_sum += float(np.square(d - g).sum())
             self.delta1 += int((np.maximum(d / g, g / d) < 1.25).sum())
-            self.pixels += int(valid.sum())
+            self.pixels += int(keep.sum())
             if u is not None:
-                self.sparsification.update(abs_rel, u[valid])
+                self.sparsification.update(abs_rel, u[keep])
 
     def compute(self) -> dict[str, Any]:
         n = self.pixels
@@ -350,7 +371,8 @@ class MultiTaskMetrics:
         """Add one frame (or batch) of predictions named as the exported model's outputs.
 
         ``sample`` holds ``semantic``, ``disparity``, ``depth`` and optionally ``has_semantic`` /
-        ``has_depth``; numpy arrays and torch tensors are both accepted. ECE needs the
+        ``has_depth`` and the ``disparity_valid`` / ``depth_valid`` masks (without them gt 0 is
+        unknown, as in a bag); numpy arrays and torch tensors are both accepted. ECE needs the
         ``semantic_confidence`` output (top-class probability); without it ``seg_ece`` is NaN.
         """
         keep_semantic = _flags(sample.get("has_semantic", True))
@@ -374,11 +396,18 @@ class MultiTaskMetrics:
                     outputs["disparity"],
                     sample["disparity"],
                     outputs.get("disparity_uncertainty"),
+                    sample.get("disparity_valid"),
                 )
             )
         if "depth" in outputs:
             self.depth.update(
-                *_select(keep_depth, outputs["depth"], sample["depth"], outputs.get("depth_uncertainty"))
+                *_select(
+                    keep_depth,
+                    outputs["depth"],
+                    sample["depth"],
+                    outputs.get("depth_uncertainty"),
+                    sample.get("depth_valid"),
+                )
             )
 
     def merge(self, other: MultiTaskMetrics) -> None:

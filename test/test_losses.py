@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
+from mtl_perception.data.labels import IGNORE_INDEX
 from mtl_perception.training.config import LossConfig
 from mtl_perception.training.losses import MultiTaskLoss, lovasz_softmax, nll_loss, scale_invariant_log_loss
 
@@ -154,3 +156,54 @@ def test_scale_invariant_log_loss_ignores_global_scale_at_lambda_one() -> None:
         0.0, abs=1e-6
     )
     assert float(scale_invariant_log_loss(target * 3.0, target, valid, lam=0.85)) > 0.1
+
+
+def _far_batch(far: torch.Tensor, unknown: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One 2x3 sample: 5 px measured, ``far`` (valid, d = 0, z = +inf), ``unknown`` (invalid)."""
+    disparity = torch.full((1, 2, 3), 5.0)
+    depth = torch.full((1, 2, 3), 4.0)
+    disparity[far | unknown] = 0.0
+    depth[far] = math.inf
+    depth[unknown] = 0.0
+    return {
+        "semantic": torch.full((1, 2, 3), IGNORE_INDEX),
+        "disparity": disparity,
+        "depth": depth,
+        "disparity_valid": ~unknown,
+        "depth_valid": ~unknown,
+        "has_semantic": torch.tensor([False]),
+        "has_depth": torch.tensor([True]),
+    }
+
+
+def test_disparity_on_a_far_pixel_is_supervised_towards_zero() -> None:
+    far = torch.zeros(1, 2, 3, dtype=torch.bool)
+    far[0, 0, 0] = True
+    unknown = torch.zeros_like(far)
+    unknown[0, 1, 2] = True
+    batch = _far_batch(far, unknown)
+    loss = MultiTaskLoss(LossConfig(regression="l1"), max_disparity=32)
+    pred = batch["disparity"].clone()[:, None]  # exact everywhere...
+    pred[0, 0, 1, 2] = 50.0  # ...and anything on the unknown pixel: not supervised
+    _, terms = loss({"disparity": pred}, batch)
+    assert terms["disparity"].item() == 0.0
+    pred[0, 0, 0, 0] = 10.0  # a phantom obstacle of 10 px in the sky
+    _, terms = loss({"disparity": pred}, batch)
+    assert terms["disparity"].item() == pytest.approx(10.0 / 5)  # L1 mean over the 5 valid pixels
+
+
+def test_mono_depth_far_targets_clamp_to_max_depth() -> None:
+    far = torch.zeros(1, 2, 3, dtype=torch.bool)
+    far[0, 0, :2] = True
+    unknown = torch.zeros_like(far)
+    unknown[0, 1, 0] = True
+    batch = _far_batch(far, unknown)
+    loss = MultiTaskLoss(LossConfig(silog_lambda=0.0), max_disparity=32, max_depth=80.0)
+    pred = torch.where(far, torch.tensor(80.0), torch.tensor(4.0))[:, None]
+    pred[0, 0, 1, 0] = 0.5  # unknown: not supervised
+    _, terms = loss({"depth": pred, "depth_log_scale": torch.zeros_like(pred)}, batch)
+    assert terms["depth"].item() == pytest.approx(0.0, abs=1e-10)
+    assert torch.isfinite(terms["depth_nll"])
+    pred[0, 0, 0, 0] = 8.0  # a far pixel predicted at 8 m: log(8 / 80)^2 over 5 valid pixels
+    _, terms = loss({"depth": pred}, batch)
+    assert terms["depth"].item() == pytest.approx(math.log(10.0) ** 2 / 5, rel=1e-5)

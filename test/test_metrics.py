@@ -236,3 +236,30 @@ def test_merging_per_frame_metrics_equals_updating_one_object() -> None:
             assert actual[key] == value, key
     assert expected["seg_ause"] > 0 and expected["depth_ause"] > 0  # the frames exercise every part
     assert expected["seg_ece"] > 0
+
+
+def test_far_pixels_score_in_disparity_and_not_in_depth() -> None:
+    """Known answer: "infinitely far" (valid, gt 0 px / +inf m) is a disparity label; unknown is not."""
+    gt = np.array([[5.0, 0.0, 0.0]])
+    valid = np.array([[True, True, False]])  # measured, far, unknown
+    metrics = DisparityMetrics()
+    metrics.update(np.array([[5.0, 10.0, 40.0]]), gt, valid=valid)  # phantom 10 px in the sky
+    out = metrics.compute()
+    assert metrics.pixels == 2 and out["epe"] == pytest.approx(5.0) and out["d1_all"] == pytest.approx(0.5)
+    right = DisparityMetrics()
+    right.update(np.array([[5.0, 0.0, 40.0]]), gt, valid=valid)
+    assert right.compute()["epe"] == 0.0 and right.compute()["d1_all"] == 0.0
+    legacy = DisparityMetrics()  # without a mask gt 0 stays "unknown"
+    legacy.update(np.array([[5.0, 10.0, 40.0]]), gt)
+    assert legacy.pixels == 1
+
+    depth = DepthMetrics()
+    depth.update(np.array([[4.0, 3.0, 1.0]]), np.array([[4.0, np.inf, 0.0]]), valid=valid)
+    assert depth.pixels == 1 and depth.compute()["abs_rel"] == 0.0
+
+    frame = MultiTaskMetrics(stereo=True)
+    frame.update_frame(
+        {"disparity": np.array([[5.0, 10.0, 40.0]])},
+        {"semantic": np.zeros((1, 3)), "disparity": gt, "depth": gt, "disparity_valid": valid},
+    )
+    assert frame.disparity.pixels == 2 and frame.compute()["epe"] == pytest.approx(5.0)

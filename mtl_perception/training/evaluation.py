@@ -61,6 +61,10 @@ def evaluate_predictions(
 
     Stereo models get metric depth (and its uncertainty) from their disparity and the sample's
     calibration, as the runtime pipeline publishes it.
+
+    Pixels scored (the batch's ``disparity_valid`` / ``depth_valid`` masks): D1/EPE over every
+    labelled pixel including "infinitely far" ones (truth 0 px: predicting 10 px there is an error);
+    AbsRel/RMSE/δ over labelled pixels of finite depth only (+inf has no relative error).
     """
     metrics = MultiTaskMetrics(stereo=stereo)
     for batch in tqdm(islice(batches, max_batches), desc=desc, disable=not progress, leave=False):
@@ -161,6 +165,7 @@ def evaluate_sgbm(
         outputs = {"disparity": disparity}
         add_depth_from_disparity(outputs, batch)
         metrics.update_frame(outputs, batch)
+        # Density over measured pixels (gt > 0): on far pixels a hole (0) is the right answer.
         valid = (batch["disparity"] > 0) & batch["has_depth"].view(-1, 1, 1)
         covered += int(found[valid].sum())
         total += int(valid.sum())

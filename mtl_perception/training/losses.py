@@ -120,20 +120,46 @@ def scale_invariant_log_loss(pred: Tensor, target: Tensor, valid: Tensor, lam: f
     return torch.stack(per_image).mean()
 
 
+def geometry_valid(batch: dict[str, Tensor], key: str) -> Tensor:
+    """Pixels with a ``key`` label (``disparity`` or ``depth``), "infinitely far" included.
+
+    The sample's ``<key>_valid`` mask (DESIGN.md "Sample") of the samples flagged ``has_depth``;
+    batches without the mask (hand-made ones) fall back to the old rule, gt > 0 and finite.
+    """
+    has_depth = batch["has_depth"].view(-1, 1, 1).to(torch.bool)
+    gt = batch[key]
+    mask = batch.get(f"{key}_valid")
+    if mask is None:
+        mask = (gt > 0) & torch.isfinite(gt)
+    return has_depth & mask.to(device=gt.device, dtype=torch.bool)
+
+
 class MultiTaskLoss(nn.Module):
     """Weighted sum of the multi-task terms; ``forward`` returns ``(total, {name: term})``.
 
     Terms (present when the model has the output): ``semantic_ce``, ``semantic_lovasz``,
     ``coarse_semantic_ce``, ``disparity`` + ``disparity_nll`` (stereo) or ``depth`` + ``depth_nll``
-    (mono). Disparity is supervised where 0 < gt < ``max_disparity``, depth where gt > 0.
+    (mono). Both supervise every labelled pixel (``disparity_valid`` / ``depth_valid``), "infinitely
+    far" included: disparity where gt < ``max_disparity`` (far pixels have target 0, so a phantom
+    obstacle in the sky costs), depth with far (+inf) targets clamped to ``max_depth``, the farthest
+    the mono model can predict.
     """
 
-    def __init__(self, config: LossConfig, max_disparity: float, distribution: str = "laplace") -> None:
+    def __init__(
+        self,
+        config: LossConfig,
+        max_disparity: float,
+        distribution: str = "laplace",
+        max_depth: float = 80.0,
+    ) -> None:
         super().__init__()
         if distribution not in UNCERTAINTY_DISTRIBUTIONS:
             raise ValueError(f"uncertainty distribution {distribution!r} not in {UNCERTAINTY_DISTRIBUTIONS}")
+        if not max_depth > 0:
+            raise ValueError(f"max_depth must be positive, got {max_depth}")
         self.config = config
         self.max_disparity = float(max_disparity)
+        self.max_depth = float(max_depth)
         self.distribution = distribution
 
     def forward(
@@ -148,19 +174,20 @@ class MultiTaskLoss(nn.Module):
             terms["semantic_lovasz"] = lovasz_softmax(logits.softmax(dim=1), labels)
         if "coarse_semantic_logits" in outputs:
             terms["coarse_semantic_ce"] = cross_entropy(outputs["coarse_semantic_logits"], labels)
-        has_depth = batch["has_depth"].view(-1, 1, 1).to(torch.bool)
         if "disparity" in outputs:
             pred = outputs["disparity"].float()[:, 0]
             gt = batch["disparity"]
-            valid = has_depth & (gt > 0) & (gt < self.max_disparity)
+            # Far pixels are valid with gt 0: the model must predict 0 there.
+            valid = geometry_valid(batch, "disparity") & (gt < self.max_disparity)
             terms["disparity"] = regression_loss(pred, gt, valid, cfg.regression)
             if "disparity_log_scale" in outputs:
                 log_scale = outputs["disparity_log_scale"].float()[:, 0]
                 terms["disparity_nll"] = nll_loss(pred.detach(), log_scale, gt, valid, self.distribution)
         if "depth" in outputs:
             pred = outputs["depth"].float()[:, 0]
-            gt = batch["depth"]
-            valid = has_depth & (gt > 0) & torch.isfinite(gt)
+            valid = geometry_valid(batch, "depth") & (batch["depth"] > 0)
+            # Far (+inf) and anything beyond the model's range: the farthest depth it can output.
+            gt = batch["depth"].clamp(max=self.max_depth)
             terms["depth"] = scale_invariant_log_loss(pred, gt, valid, cfg.silog_lambda)
             if "depth_log_scale" in outputs:
                 log_scale = outputs["depth_log_scale"].float()[:, 0]

@@ -132,6 +132,7 @@ class Trainer:
             config.loss,
             getattr(self.model_config, "max_disparity", 0.0),
             self.model_config.uncertainty_distribution,
+            max_depth=getattr(self.model_config, "max_depth", 80.0),  # far depth targets clamp here
         )
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.total_steps)
