@@ -14,7 +14,8 @@ from mtl_perception.data.labels import colorize
 
 def colorize_scalar_map(values: np.ndarray, vmax: float) -> np.ndarray:
     """HxW non-negative map -> HxWx3 uint8 RGB (OpenCV 'magma'; 0/invalid stays black)."""
-    scaled = np.clip(np.nan_to_num(values) / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    finite = np.nan_to_num(values, nan=0.0, posinf=vmax)  # far (+inf) at the top of the scale
+    scaled = np.clip(finite / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
     rgb = cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_MAGMA), cv2.COLOR_BGR2RGB)
     rgb[~(values > 0)] = 0
     return rgb
@@ -39,7 +40,9 @@ def panel(batch: dict[str, Any], outputs: dict[str, Tensor], stereo: bool) -> np
     key = "disparity" if stereo else "depth"
     gt_geometry = batch[key][0].cpu().numpy()
     pred_geometry = outputs[key][0, 0].detach().float().cpu().numpy()
-    vmax = float(np.percentile(gt_geometry[gt_geometry > 0], 99)) if (gt_geometry > 0).any() else 1.0
+    # Scale by measured values: "infinitely far" depth (+inf) would make the scale infinite.
+    measured = gt_geometry[(gt_geometry > 0) & np.isfinite(gt_geometry)]
+    vmax = float(np.percentile(measured, 99)) if measured.size else 1.0
     top = np.concatenate([left, fit(gt_semantic), fit(pred_semantic)], axis=1)
     bottom = np.concatenate(
         [
