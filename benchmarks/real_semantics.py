@@ -1,6 +1,6 @@
 """Semantics on real street photographs (qualitative): one panel per photo and per-class pixel shares.
 
-    # the photos: Debian's opencv-doc and ultralytics' wheel (mtl_perception.data.real_photos)
+    # the photos: Debian's opencv-doc (mtl_perception.data.real_photos)
     mkdir -p /tmp/real_photos && cd /tmp/real_photos && <FETCH_COMMANDS of that module>
     python benchmarks/real_semantics.py --model models/stereo_default.onnx \
         --model models/mono_default.onnx --photos-dir /tmp/real_photos --out models/real_semantics/

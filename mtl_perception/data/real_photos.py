@@ -31,15 +31,12 @@ USES = (EVALUATION, TEXTURE)
 
 OPENCV_DOC = "opencv-doc 4.6.0+dfsg-12 (Debian bookworm)"
 OPENCV_EXAMPLES = "usr/share/doc/opencv-doc/examples"
-ULTRALYTICS = "ultralytics 8.4.190 (PyPI wheel)"
 SCIKIT_IMAGE = "scikit-image (PyPI wheel; files bundled since 0.19)"
 
 # Where the photos not installed with the project come from: run in an empty folder, then pass it
 # as --photos-dir (the Debian package is 96 MB; only a few of its files are used).
 FETCH_COMMANDS = (
-    "apt-get download opencv-doc=4.6.0+dfsg-12 && dpkg -x opencv-doc_4.6.0+dfsg-12_all.deb .\n"
-    "pip download --no-deps ultralytics==8.4.190 && unzip -o -q ultralytics-8.4.190-py3-none-any.whl "
-    "'ultralytics/assets/*'"
+    "apt-get download opencv-doc=4.6.0+dfsg-12 && dpkg -x opencv-doc_4.6.0+dfsg-12_all.deb ."
 )
 
 
@@ -69,17 +66,6 @@ class PackagePhoto:
 
 
 EVALUATION_PHOTOS: tuple[PackagePhoto, ...] = (
-    PackagePhoto(
-        "bus",
-        EVALUATION,
-        "pypi",
-        ULTRALYTICS,
-        "ultralytics/assets/bus.jpg",
-        "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63",
-        "city street at eye level (portrait 810x1080): a bus, four pedestrians, road, "
-        "building facades, a little sky",
-        "ships in the AGPL-3.0 ultralytics package; the photo's own licence is not stated",
-    ),
     PackagePhoto(
         "leuven_street",
         EVALUATION,
