@@ -208,3 +208,29 @@ def test_config_from_yaml_mapping_is_strict() -> None:
         from_dict(AugmentConfig, {"zoom_range": [1.5, 0.5]})
     with pytest.raises(ConfigError, match="crop_size"):
         from_dict(AugmentConfig, {"crop_size": [0, 64]})
+
+
+def test_right_view_occlusion_and_vertical_shift_leave_the_left_view_and_labels_alone():
+    sample = coordinate_sample()
+    config = geometry_only(right_occlusion_probability=1.0, max_vertical_shift=2.0)
+    out = augment_stereo(sample, config, np.random.default_rng(3))
+    np.testing.assert_array_equal(out.left, sample.left)
+    np.testing.assert_array_equal(out.disparity, sample.disparity)
+    np.testing.assert_array_equal(out.disparity_valid, sample.disparity_valid)
+    np.testing.assert_array_equal(out.semantic, sample.semantic)
+    assert not np.array_equal(out.right, sample.right)
+
+
+def test_vertical_shift_moves_the_right_view_by_the_drawn_rows():
+    sample = coordinate_sample()  # channel 0 of a view is 4 * row
+    out = augment_stereo(sample, geometry_only(max_vertical_shift=2.0), np.random.default_rng(0))
+    rows = out.right[4:-4, :, 0].astype(np.float32) / 4 - np.arange(4, H - 4)[:, None]
+    shift = float(np.median(rows))
+    assert 0.05 < abs(shift) <= 2.0
+    np.testing.assert_allclose(rows, shift, atol=0.26)  # one uint8 step of 4 * row
+
+
+def test_without_right_view_steps_the_right_view_is_untouched():
+    sample = coordinate_sample()
+    out = augment_stereo(sample, geometry_only(), np.random.default_rng(0))
+    np.testing.assert_array_equal(out.right, sample.right)

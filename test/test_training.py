@@ -16,6 +16,7 @@ from fixtures_training import ShiftedStereoDataset, tiny_model_dict, tiny_train_
 from mtl_perception.cli import main
 from mtl_perception.config import ConfigError
 from mtl_perception.contract import STEREO_OUTPUTS
+from mtl_perception.errors import UserError
 from mtl_perception.training.config import load_train_config, train_config_from_dict
 from mtl_perception.training.state import latest_state
 from mtl_perception.training.trainer import BEST_NAME, FINAL_NAME, Trainer
@@ -37,7 +38,7 @@ def test_config_refuses_unknown_key_and_wrong_type(tmp_path: Path) -> None:
         load_train_config(path, ["train.max_steps=true"])
 
 
-@pytest.mark.parametrize("name", ["stereo.yaml", "mono.yaml", "ablation.yaml"])
+@pytest.mark.parametrize("name", ["stereo.yaml", "stereo_procedural.yaml", "mono.yaml", "ablation.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     from mtl_perception.networks import model_config_from_dict
 
@@ -183,3 +184,38 @@ def test_evaluate_writes_json_for_checkpoint_and_sgbm(tmp_path: Path) -> None:
     sgbm = json.loads(out.read_text())["metrics"]
     assert sgbm["epe"] > 0 and 0 <= sgbm["d1_all"] <= 1 and 0 <= sgbm["sgbm_density"] <= 1
     assert sgbm["miou"] is None  # SGBM has no segmentation
+
+
+def test_procedural_kind_trains_and_validates_on_fixed_pairs(tmp_path: Path) -> None:
+    config = tiny_train_config(tmp_path, max_steps=2, eval_every=2)
+    config.data.kind = "procedural"
+    config.data.procedural_val_pairs = 2
+    trainer = Trainer(config)
+    assert len(trainer.train_set) == 2 * config.data.batch_size  # a fresh pair per sample of the run
+    metrics = trainer.train()
+    assert 0.0 <= metrics["d1_all"] <= 1.0 and metrics["epe"] > 0  # disparity is scored on them
+    assert len(trainer.loss_history) == 2 and trainer.loss_history[0] > 0
+
+
+def test_procedural_share_mixes_pairs_into_the_training_split(tmp_path: Path) -> None:
+    make_synthetic(tmp_path / "data", frames={"train": 4, "val": 1})
+    config = tiny_train_config(tmp_path / "run")
+    config.data.root = str(tmp_path / "data")
+    config.data.procedural_share = 0.5
+    trainer = Trainer(config)
+    sources = [type(part).__name__ for part in trainer.train_set.datasets]
+    assert sources == ["SyntheticDataset", "ProceduralStereoDataset"]
+    assert len(trainer.train_set.datasets[1]) == len(trainer.train_set.datasets[0])  # half of the mix
+
+
+def test_init_checkpoint_starts_from_its_weights_and_refuses_another_model(tmp_path: Path) -> None:
+    first = Trainer(tiny_train_config(tmp_path / "a", max_steps=1), train_set=ShiftedStereoDataset(2))
+    first.train()
+    start = tiny_train_config(tmp_path / "b", init_checkpoint=str(tmp_path / "a" / FINAL_NAME))
+    second = Trainer(start, train_set=ShiftedStereoDataset(2))
+    for name, tensor in first.model.state_dict().items():
+        torch.testing.assert_close(second.model.state_dict()[name], tensor, msg=name)
+    other = tiny_train_config(tmp_path / "c", init_checkpoint=str(tmp_path / "a" / FINAL_NAME))
+    other.model["matching_channels"] = 16
+    with pytest.raises(UserError, match="init_checkpoint"):
+        Trainer(other, train_set=ShiftedStereoDataset(2))

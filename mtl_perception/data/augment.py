@@ -45,6 +45,11 @@ class AugmentConfig:
     crop_size: tuple[int, int] | None = None
     # Zoom factor drawn log-uniformly from [min, max]; (1, 1) disables zoom.
     zoom_range: tuple[float, float] = (1.0, 1.0)
+    # Right view only (labels are the left view's): a rectangle of other right-view pixels pasted
+    # over it (a surface only one camera sees; the net must fall back on context there, not on a
+    # wrong match), and a small vertical offset (real rectification is never exact). 0 disables.
+    right_occlusion_probability: float = 0.0
+    max_vertical_shift: float = 0.0  # pixels, drawn uniformly in [-max, max]
 
     def __post_init__(self) -> None:
         for name in ("brightness", "contrast", "saturation", "gamma"):
@@ -58,6 +63,12 @@ class AugmentConfig:
             raise ValueError(f"blur_sigma must be [min, max] with 0 < min <= max, got {self.blur_sigma}")
         if len(self.zoom_range) != 2 or not 0.0 < self.zoom_range[0] <= self.zoom_range[1]:
             raise ValueError(f"zoom_range must be [min, max] with 0 < min <= max, got {self.zoom_range}")
+        if not 0.0 <= self.right_occlusion_probability <= 1.0:
+            raise ValueError(
+                f"right_occlusion_probability must be in [0, 1], got {self.right_occlusion_probability}"
+            )
+        if not 0.0 <= self.max_vertical_shift <= 4.0:
+            raise ValueError(f"max_vertical_shift must be in [0, 4] px, got {self.max_vertical_shift}")
         if self.crop_size is not None and (
             len(self.crop_size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.crop_size)
         ):
@@ -195,12 +206,45 @@ def jitter_colors(arrays: StereoArrays, config: AugmentConfig, rng: np.random.Ge
     )
 
 
+# -- right view only ------------------------------------------------------------------------------
+
+
+def occlude_right(arrays: StereoArrays, probability: float, rng: np.random.Generator) -> StereoArrays:
+    """With ``probability``, paste a random rectangle of the right view over another place in it."""
+    draw, fy, fx, hy, hx, sy, sx = rng.random(7)
+    if draw >= probability:
+        return arrays
+    height, width = arrays.size
+    box_h, box_w = max(1, round(height * (0.05 + 0.2 * fy))), max(1, round(width * (0.05 + 0.2 * fx)))
+    y, x = round((height - box_h) * hy), round((width - box_w) * hx)
+    src_y, src_x = round((height - box_h) * sy), round((width - box_w) * sx)
+    right = arrays.right.copy()
+    right[y : y + box_h, x : x + box_w] = arrays.right[src_y : src_y + box_h, src_x : src_x + box_w]
+    return arrays.replace(right=right)
+
+
+def shift_right_vertically(arrays: StereoArrays, max_shift: float, rng: np.random.Generator) -> StereoArrays:
+    """Move the right view up or down by up to ``max_shift`` px (sub-pixel, edge rows repeated)."""
+    shift = rng.uniform(-max_shift, max_shift)
+    if max_shift == 0.0:
+        return arrays
+    height, width = arrays.size
+    matrix = np.float32([[1, 0, 0], [0, 1, shift]])
+    right = cv2.warpAffine(
+        arrays.right, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return arrays.replace(right=right)
+
+
 def augment_stereo(arrays: StereoArrays, config: AugmentConfig, rng: np.random.Generator) -> StereoArrays:
-    """Zoom, crop/pad to ``config.crop_size`` (default: input size), then colour jitter.
+    """Zoom, crop/pad to ``config.crop_size`` (default: input size), right-view occlusion and vertical
+    offset, then colour jitter (per view unless ``same_on_both_views``).
 
     Deterministic given ``rng``. Geometry runs first so jitter only processes the cropped pixels.
     """
     target = config.crop_size or arrays.size
     arrays = _zoom(arrays, config.zoom_range, rng)
     arrays = crop_or_pad(arrays, tuple(target), rng)
+    arrays = occlude_right(arrays, config.right_occlusion_probability, rng)
+    arrays = shift_right_vertically(arrays, config.max_vertical_shift, rng)
     return jitter_colors(arrays, config, rng)

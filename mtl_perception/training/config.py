@@ -31,10 +31,19 @@ class DataConfig:
     batch_size: int = 2
     workers: int = 0
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    # Share of training samples that are procedural layered pairs (data/procedural.py): pairs with
+    # no monocular cue, which keep a stereo net matching. kind "procedural" trains on them alone
+    # (root unused; validation on fixed procedural pairs).
+    procedural_share: float = 0.0
+    procedural_val_pairs: int = 64
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0:
             raise ValueError("batch_size must be >= 1 and workers >= 0")
+        if not 0.0 <= self.procedural_share < 1.0:
+            raise ValueError(f"procedural_share must be in [0, 1), got {self.procedural_share}")
+        if self.procedural_val_pairs < 1:
+            raise ValueError("procedural_val_pairs must be >= 1")
 
 
 @dataclass
@@ -100,6 +109,9 @@ class RunConfig:
     seed: int = 0
     amp: bool = True  # float16 autocast + GradScaler, used on CUDA only
     output_dir: str = "runs/stereo"
+    # Weights to start from (a checkpoint of the same network, e.g. an earlier training stage's
+    # best.pt); the optimiser and schedule start fresh. Ignored when --resume finds a state.
+    init_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.eval_every < 1 or self.log_every < 1 or self.image_every < 1:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -142,6 +142,8 @@ class Trainer:
         self.best_value: float | None = None
         self.loss_history: list[float] = []  # total loss of each step run by this process
         self._stop_requested = False
+        if config.train.init_checkpoint and not (resume and state_io.latest_state(self.output_dir)):
+            self._load_initial_weights(config.train.init_checkpoint)
         if resume:
             self._resume()
 
@@ -149,11 +151,36 @@ class Trainer:
 
     def _dataset(self, split: str, train: bool) -> Dataset:
         from mtl_perception.data.datasets import build_dataset
+        from mtl_perception.data.procedural import PROCEDURAL_KIND
 
         data = self.config.data
-        if train:
-            return build_dataset(data.kind, data.root, split, augment=data.augmentation)
-        return build_dataset(data.kind, data.root, split, eval_size=tuple(self.model_config.input_size))
+        if data.kind == PROCEDURAL_KIND:
+            return self._procedural(self.config.train.max_steps * data.batch_size if train else None)
+        if not train:
+            return build_dataset(data.kind, data.root, split, eval_size=tuple(self.model_config.input_size))
+        dataset = build_dataset(data.kind, data.root, split, augment=data.augmentation)
+        if data.procedural_share == 0:
+            return dataset
+        extra = round(len(dataset) * data.procedural_share / (1.0 - data.procedural_share))
+        return ConcatDataset([dataset, self._procedural(max(1, extra))])
+
+    def _procedural(self, length: int | None) -> Dataset:
+        """Procedural layered pairs at the model's input size: ``length`` fresh ones for training
+        (augmented like the data), or None for the fixed validation pairs."""
+        from mtl_perception.data.procedural import ProceduralConfig, ProceduralStereoDataset
+
+        if not self.stereo:
+            raise UserError("procedural stereo pairs train stereo models only; set data.procedural_share: 0")
+        # Up to just below the model's range; a zoom may push some pixels beyond it, where the
+        # loss does not supervise.
+        config = ProceduralConfig(
+            size=tuple(self.model_config.input_size), max_disparity=0.97 * self.model_config.max_disparity
+        )
+        if length is None:
+            return ProceduralStereoDataset(
+                self.config.data.procedural_val_pairs, config, seed=self.config.train.seed
+            )
+        return ProceduralStereoDataset(length, config, augment=self.config.data.augmentation)
 
     def _epoch_indices(self, epoch: int) -> list[int]:
         sampler = DistributedSampler(
@@ -220,6 +247,19 @@ class Trainer:
         )
         state_io.prune_states(self.output_dir, self.config.checkpoints.keep_last)
         return path
+
+    def _load_initial_weights(self, path: str) -> None:
+        from mtl_perception.networks import load_checkpoint
+
+        model, _, _ = load_checkpoint(path, map_location="cpu")
+        try:
+            self.model.load_state_dict(model.state_dict())
+        except RuntimeError as exc:
+            raise UserError(
+                f"train.init_checkpoint {path}: weights do not fit this run's model section ({exc})"
+            ) from exc
+        if self.world.is_main:
+            log.info("initial weights from %s", path)
 
     def _resume(self) -> None:
         path = state_io.latest_state(self.output_dir)
