@@ -18,7 +18,7 @@ def tiny_stereo_config(**overrides: object) -> StereoNetConfig:
         input_size=TINY_SIZE,
         decoder_channels=16,
         matching_channels=8,
-        aggregation_channels=16,
+        aggregation_channels=4,
         refine_channels=8,
         max_disparity=16,
         embedding_dim=12,

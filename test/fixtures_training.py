@@ -74,7 +74,7 @@ def tiny_model_dict(mode: str = "stereo") -> dict[str, Any]:
     if mode == "stereo":
         model |= {
             "matching_channels": 8,
-            "aggregation_channels": 16,
+            "aggregation_channels": 4,
             "refine_channels": 8,
             "max_disparity": 32,
         }

@@ -33,7 +33,7 @@ TINY = {
     "embedding_dim": 8,
 }
 TINY_STEREO = StereoNetConfig(
-    **TINY, max_disparity=16, matching_channels=8, aggregation_channels=16, refine_channels=8
+    **TINY, max_disparity=16, matching_channels=8, aggregation_channels=4, refine_channels=8
 )
 WINDOW = 4
 

@@ -21,7 +21,14 @@ from mtl_perception.networks import (
     model_config_from_dict,
 )
 from mtl_perception.networks.heads import softmax_confidence, upsample
-from mtl_perception.networks.stereo import correlation_cost_volume, soft_argmin
+from mtl_perception.networks.matching import (
+    DisparityConv,
+    correlation_cost_volume,
+    group_correlation_volume,
+    interleave_half_candidates,
+    match_distribution,
+    soft_argmin,
+)
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -216,6 +223,50 @@ def test_deploy_takes_class_ids_at_full_resolution_and_entropy_at_native_resolut
     torch.testing.assert_close(outputs["semantic_uncertainty"], upsample(entropy, stride).squeeze(1))
     top = probabilities.max(dim=1, keepdim=True).values
     torch.testing.assert_close(outputs["semantic_confidence"], upsample(top, stride).squeeze(1))
+
+
+def test_group_correlation_volumes_sum_to_the_full_correlation():
+    generator = torch.Generator().manual_seed(1)
+    left, right = torch.randn(2, 2, 8, 4, 32, generator=generator)
+    groups = group_correlation_volume(left, right, num_disparities=6, groups=4)
+    assert groups.shape == (2, 4, 6, 4, 32)
+    # Each group is a mean over its 2 channels; the full volume a mean over all 8.
+    torch.testing.assert_close(groups.mean(dim=1), correlation_cost_volume(left, right, 6))
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_disparity_conv_is_a_zero_padded_conv3d(dilation):
+    torch.manual_seed(dilation)
+    conv = DisparityConv(3, 4, dilation=dilation)
+    volume = torch.randn(2, 3, 7, 5, 6)  # N x C x D x H x W
+    # The same kernel as a Conv3d weight: tap k of the 2D conv is the 3D kernel's disparity index k.
+    weight = conv.conv.weight.reshape(3, 4, 3, 3, 3).permute(1, 2, 0, 3, 4)
+    expected = torch.nn.functional.conv3d(volume, weight, padding=dilation, dilation=dilation)
+    slices = volume.transpose(1, 2).reshape(-1, 3, 5, 6)
+    got = conv(slices, 7).reshape(2, 7, 4, 5, 6).transpose(1, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("coarse_peak", [0, 2, 5])
+def test_interleaved_candidates_keep_the_disparity_of_the_coarse_ones(coarse_peak):
+    coarse = torch.full((1, 6, 1, 1), -20.0)
+    coarse[:, coarse_peak] = 20.0
+    fine = interleave_half_candidates(coarse)
+    assert fine.shape == (1, 12, 1, 1)
+    # Coarse candidate j is 2 * COST_VOLUME_STRIDE px, fine candidate 2j the same disparity.
+    assert fine[0, :, 0, 0].argmax() == 2 * coarse_peak
+    ramp = torch.arange(6.0).view(1, 6, 1, 1)
+    torch.testing.assert_close(interleave_half_candidates(ramp)[0, :11, 0, 0], torch.arange(11.0) / 2)
+
+
+def test_match_distribution_reports_spread_and_peak():
+    logits = torch.full((1, 5, 1, 1), -30.0)
+    logits[:, 1] = logits[:, 3] = 30.0  # two equal modes: mean between them, spread 1, peak 1/2
+    probabilities, mean, spread, peak = match_distribution(logits)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(1, 1, 1))
+    torch.testing.assert_close(mean, torch.full((1, 1, 1, 1), 2.0))
+    torch.testing.assert_close(spread, torch.ones(1, 1, 1, 1))
+    torch.testing.assert_close(peak, torch.full((1, 1, 1, 1), 0.5))
 
 
 def test_soft_argmin_returns_the_expected_candidate():

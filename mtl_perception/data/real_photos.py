@@ -35,9 +35,7 @@ SCIKIT_IMAGE = "scikit-image (PyPI wheel; files bundled since 0.19)"
 
 # Where the photos not installed with the project come from: run in an empty folder, then pass it
 # as --photos-dir (the Debian package is 96 MB; only a few of its files are used).
-FETCH_COMMANDS = (
-    "apt-get download opencv-doc=4.6.0+dfsg-12 && dpkg -x opencv-doc_4.6.0+dfsg-12_all.deb ."
-)
+FETCH_COMMANDS = "apt-get download opencv-doc=4.6.0+dfsg-12 && dpkg -x opencv-doc_4.6.0+dfsg-12_all.deb ."
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,11 @@ class FeedReader(CalibrationDataReader):
 def output_head_nodes(model: onnx.ModelProto, outputs: Iterable[str]) -> list[str]:
     """Names of the last Conv/Gemm nodes before the given graph outputs (the prediction heads).
 
-    Walks back from each output through non-weighted ops (argmax, softmax, activations) and stops
-    at the first weighted node on every path.
+    Walks back from each output through non-weighted ops (argmax, softmax, activations, products of
+    two activations such as a cost volume) and stops at the first weighted node on every path.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
+    correlations = set(activation_products(model))
     heads: list[str] = []
     seen: set[str] = set()
     pending = list(outputs)
@@ -105,7 +106,7 @@ def output_head_nodes(model: onnx.ModelProto, outputs: Iterable[str]) -> list[st
         if node is None or node.name in seen:
             continue
         seen.add(node.name)
-        if node.op_type in WEIGHTED_OP_TYPES:
+        if node.op_type in WEIGHTED_OP_TYPES and node.name not in correlations:
             heads.append(node.name)
         else:
             pending.extend(node.input)

@@ -63,10 +63,11 @@ class StereoNetConfig(_NetConfig):
 
     mode: str = "stereo"
     matching_channels: int = 32  # features correlated in the cost volume
-    aggregation_channels: int = 48  # cost-volume aggregation width
+    correlation_groups: int = 8  # group-wise correlation volumes (matching_channels divides by it)
+    aggregation_channels: int = 8  # width of the 3D cost aggregation (it runs on D x H/8 x W/8 voxels)
     refine_channels: int = 16  # 1/2-resolution disparity refinement width
     attention_channels: int = 16  # bottleneck of the seg/disparity attention gates
-    max_disparity: int = 96  # input pixels; a multiple of 4 (the cost volume stride)
+    max_disparity: int = 96  # input pixels; a multiple of 8 (twice the cost volume stride)
     # ("semantic",) or ("disparity",) build the single-task baselines from the same code.
     tasks: tuple[str, ...] = STEREO_TASKS
     # Cross-task links need both tasks; a single-task config turns them off.
@@ -82,9 +83,14 @@ class StereoNetConfig(_NetConfig):
         self.tasks = tuple(task for task in STEREO_TASKS if task in tasks)
         if len(self.tasks) < len(STEREO_TASKS):
             self.link_seg_to_disparity = self.link_attention = False
-        if self.max_disparity <= 0 or self.max_disparity % COST_VOLUME_STRIDE:
+        # The cost aggregation works on 1/8 features: candidates 2 * COST_VOLUME_STRIDE apart.
+        step = 2 * COST_VOLUME_STRIDE
+        if self.max_disparity <= 0 or self.max_disparity % step:
+            raise ValueError(f"max_disparity must be a positive multiple of {step}, got {self.max_disparity}")
+        if self.correlation_groups < 1 or self.matching_channels % self.correlation_groups:
             raise ValueError(
-                f"max_disparity must be a positive multiple of {COST_VOLUME_STRIDE}, got {self.max_disparity}"
+                f"matching_channels {self.matching_channels} must be a multiple of correlation_groups "
+                f"{self.correlation_groups}"
             )
         if self.max_disparity >= self.input_size[1]:
             raise ValueError(f"max_disparity {self.max_disparity} must be below the input width")

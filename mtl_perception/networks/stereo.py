@@ -3,11 +3,13 @@
 One backbone sees both views in one batched call down to 1/16; only the left view goes on to the
 1/32 stage (the segmentation and embedding need it, the cost volume does not). Decoders run at 1/4
 resolution with depthwise-separable convolutions and disparity is refined at 1/2 resolution, which
-keeps the heads well below the backbone's cost. The coarse segmentation features can feed the
-disparity aggregation (``link_seg_to_disparity``) and the refined segmentation is gated by
-attention over segmentation and disparity features (``link_attention``); both links switch off for
-ablations. Everything is built from ops that export to ONNX with static shapes: the cost volume
-is one MatMul plus pads and reshapes, the pyramid pooling uses fixed strides, the upsampling fixed
+keeps the heads well below the backbone's cost. Disparity is read from the matching cost by
+construction (``networks/matching.py``): a group-correlation volume aggregated by 3D convolutions,
+soft-argmin, and a 1/2-resolution refinement whose residual is bounded, so the right view cannot be
+bypassed. The coarse segmentation features are context for the cost aggregation
+(``link_seg_to_disparity``) and the refined segmentation is gated by attention over segmentation
+features and the match distribution (``link_attention``); both links switch off for ablations.
+Everything is built from ops that export to ONNX with static shapes; the upsampling uses fixed
 scale factors. Input H and W must be multiples of 32 (at least 64).
 """
 
@@ -22,68 +24,21 @@ from torch import nn
 from mtl_perception.networks.backbone import Backbone
 from mtl_perception.networks.config import COST_VOLUME_STRIDE, REFINE_STRIDE, StereoNetConfig
 from mtl_perception.networks.heads import (
-    ConvBNReLU,
     FPNDecoder,
     SeparableConvBNReLU,
     global_embedding,
     upsample,
 )
+from mtl_perception.networks.matching import (
+    CostAggregation,
+    correlation_cost_volume,
+    group_correlation_volume,
+    match_distribution,
+)
 
-SPP_STRIDES = (2, 4, 8)  # pooling strides at 1/4 res (down to 1/32 of the input, which divides evenly)
-
-
-def correlation_cost_volume(left: torch.Tensor, right: torch.Tensor, num_disparities: int) -> torch.Tensor:
-    """Correlation of left features with right features shifted by 0..D-1 pixels -> NxDxHxW.
-
-    ``cost[:, d, y, x] = mean_c left[:, c, y, x] * right[:, c, y, x - d]``, zero where x - d falls
-    outside the image. Hand-written because correlation layers in libraries are custom CUDA ops that
-    do not export. One batched MatMul correlates every pair of columns in a row (W x W per row); the
-    D diagonals wanted are then read out by padding and reshaping ("skewing"). Per shift slices and
-    channel means cost ~10x more in ONNX Runtime on CPU (D strided reductions), although the MatMul
-    does W/D times the multiply-adds. Shapes are read with ``.shape`` so a trace records them as
-    graph ops and the exported cost volume works at any input size.
-    """
-    channels, width = left.shape[1], left.shape[-1]
-    # rows[n, y, x, x'] = sum_c left[n, c, y, x] * right[n, c, y, x']
-    rows = torch.matmul(left.permute(0, 2, 3, 1), right.permute(0, 2, 1, 3))
-    # Left-pad each row with D-1 zeros (row length L = W + D - 1): rows[x, x - d] sits at flat index
-    # x * (L + 1) + (D - 1 - d), so rows of length L + 1 hold the D diagonals in their first D columns,
-    # last shift first; x - d < 0 lands in the zero padding.
-    padded = F.pad(rows, (num_disparities - 1, 0)).flatten(2)
-    skewed = F.pad(padded, (0, width)).unflatten(2, (width, width + num_disparities))
-    diagonals = skewed[..., :num_disparities].flip(-1)  # NxHxWxD, shift 0 first
-    return diagonals.permute(0, 3, 1, 2) / channels
-
-
-def soft_argmin(disparity_logits: torch.Tensor) -> torch.Tensor:
-    """Expected disparity under softmax over the D candidates: NxDxHxW -> Nx1xHxW in candidate units."""
-    probabilities = torch.softmax(disparity_logits, dim=1)
-    candidates = torch.arange(
-        disparity_logits.shape[1], dtype=probabilities.dtype, device=probabilities.device
-    )
-    return (probabilities * candidates.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
-
-
-class StridedPyramidPooling(nn.Module):
-    """Spatial pyramid pooling with fixed-stride average pools and bilinear upsampling back.
-
-    Adaptive pooling to fixed bins exports badly for sizes that do not divide; fixed strides only
-    need the feature size to divide by the largest stride, which the 1/32 input constraint gives.
-    """
-
-    def __init__(self, channels: int, strides: tuple[int, ...] = SPP_STRIDES):
-        super().__init__()
-        self.strides = strides
-        branch_channels = channels // 4
-        self.branches = nn.ModuleList(ConvBNReLU(channels, branch_channels, kernel_size=1) for _ in strides)
-        self.fuse = ConvBNReLU(channels + branch_channels * len(strides), channels, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [
-            upsample(branch(F.avg_pool2d(x, stride, stride)), stride)
-            for stride, branch in zip(self.strides, self.branches, strict=True)
-        ]
-        return self.fuse(torch.cat([x, *pooled], dim=1))
+# The 1/2-resolution refinement may move the matched disparity by at most this many 1/2-res pixels:
+# enough for sub-candidate detail (candidates are 2 of them apart), too little to replace the match.
+MAX_REFINE_RESIDUAL = 2.0
 
 
 class StereoMultiTaskNet(nn.Module):
@@ -126,28 +81,21 @@ class StereoMultiTaskNet(nn.Module):
         if self.disparity:
             # Matching features stop at 1/16 so the right view never runs the 1/32 stage.
             self.matching_decoder = FPNDecoder([c4, c8, c16], match_ch)
-            agg_in = config.num_disparities + match_ch + (seg_ch if config.link_seg_to_disparity else 0)
-            # 1x1 first: the concatenated input is wide and everything here runs at 1/4 res.
-            self.aggregation = nn.Sequential(
-                ConvBNReLU(agg_in, agg_ch, kernel_size=1),
-                SeparableConvBNReLU(agg_ch, agg_ch),
-                StridedPyramidPooling(agg_ch),
-            )
-            self.disparity_classifier = nn.Sequential(
-                SeparableConvBNReLU(agg_ch, agg_ch), nn.Conv2d(agg_ch, config.num_disparities, 1)
-            )
-            # 1/2-resolution refinement guided by the left image and its matching features:
-            # outputs a disparity residual and the disparity log scale.
+            context_in = match_ch + (seg_ch if config.link_seg_to_disparity else 0)
+            self.cost_aggregation = CostAggregation(config.correlation_groups, context_in, agg_ch)
+            # 1/2-resolution refinement guided by the left image, its matching features and the
+            # match's spread and peak: a bounded disparity residual and the disparity log scale.
             guide_ch = 8
             self.refine_guide = nn.Conv2d(match_ch, guide_ch, 1)
             self.refine = nn.Sequential(
-                SeparableConvBNReLU(1 + 3 + guide_ch, config.refine_channels),
+                SeparableConvBNReLU(3 + 3 + guide_ch, config.refine_channels),
                 SeparableConvBNReLU(config.refine_channels, config.refine_channels),
                 nn.Conv2d(config.refine_channels, 2, 3, padding=1),
             )
 
         if config.link_attention:
-            self.disparity_to_seg = nn.Conv2d(agg_ch, seg_ch, 1)
+            # The segmentation reads the match distribution (D probabilities) and matching features.
+            self.disparity_to_seg = nn.Conv2d(config.num_disparities + match_ch, seg_ch, 1)
             # One sigmoid gate per branch and channel, through a narrow bottleneck: a dense
             # 2C -> 2C 1x1 at 1/4 res would cost as much as the rest of the segmentation head.
             self.attention = nn.Sequential(
@@ -185,31 +133,41 @@ class StereoMultiTaskNet(nn.Module):
         pair_features: list[torch.Tensor],
         seg_features: torch.Tensor | None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Cost volume, aggregation (seeing coarse-seg features when linked), 1/2-res refinement.
+        """Group-correlation volume, 3D aggregation with image context, soft-argmin, 1/2-res refinement.
 
         ``pair_features`` are the 1/4..1/16 levels of left and right stacked on the batch axis.
-        Returns the disparity outputs and the aggregated features the attention link reads.
+        Returns the disparity outputs and the features the attention link reads (the match
+        probabilities beside the left matching features).
         """
         batch = left.shape[0]
         matching = self.matching_decoder(pair_features)
-        left_matching, right_matching = matching[:batch], matching[batch:]
-        cost = correlation_cost_volume(
-            F.normalize(left_matching, dim=1), F.normalize(right_matching, dim=1), self.config.num_disparities
+        fine = F.normalize(matching, dim=1)
+        coarse = F.normalize(F.avg_pool2d(matching, 2), dim=1)
+        num_disparities = self.config.num_disparities
+        fine_volume = correlation_cost_volume(fine[:batch], fine[batch:], num_disparities)
+        coarse_volume = group_correlation_volume(
+            coarse[:batch], coarse[batch:], num_disparities // 2, self.config.correlation_groups
         )
-        aggregation_input = [cost, left_matching]
+        left_matching = matching[:batch]
+        context = [coarse[:batch]]
         if self.config.link_seg_to_disparity:
-            aggregation_input.append(upsample(seg_features, 2))
-        disparity_features = self.aggregation(torch.cat(aggregation_input, dim=1))
-        coarse_disparity = soft_argmin(self.disparity_classifier(disparity_features))
+            context.append(seg_features)
+        logits = self.cost_aggregation(fine_volume, coarse_volume, torch.cat(context, dim=1))
+        probabilities, coarse_disparity, spread, peak = match_distribution(logits)
 
         # Candidates are 1/4-res pixels; at 1/2 res a disparity is (4 / 2) times larger.
         up = COST_VOLUME_STRIDE // REFINE_STRIDE
         disparity_half = upsample(coarse_disparity, up) * up
+        scale = REFINE_STRIDE / self.config.max_disparity
+        match_quality = torch.cat(
+            [disparity_half * scale, upsample(torch.cat([spread * up * scale, peak], dim=1), up)], dim=1
+        )
         guide = upsample(self.refine_guide(left_matching), up)
         image_half = F.avg_pool2d(left, REFINE_STRIDE)
-        normalised = disparity_half * REFINE_STRIDE / self.config.max_disparity
-        refined = self.refine(torch.cat([normalised, image_half, guide], dim=1))
-        disparity_half = F.relu(disparity_half + refined[:, :1])
+        refined = self.refine(torch.cat([match_quality, image_half, guide], dim=1))
+        residual = MAX_REFINE_RESIDUAL * torch.tanh(refined[:, :1])
+        disparity_half = F.relu(disparity_half + residual)
+        disparity_features = torch.cat([probabilities, left_matching], dim=1)
         return {
             "disparity": upsample(disparity_half, REFINE_STRIDE) * REFINE_STRIDE,
             # A scale in 1/2-res pixels is REFINE_STRIDE times larger in input pixels.
