@@ -209,13 +209,17 @@ def test_procedural_share_mixes_pairs_into_the_training_split(tmp_path: Path) ->
 
 
 def test_init_checkpoint_starts_from_its_weights_and_refuses_another_model(tmp_path: Path) -> None:
-    first = Trainer(tiny_train_config(tmp_path / "a", max_steps=1), train_set=ShiftedStereoDataset(2))
+    first = Trainer(
+        tiny_train_config(tmp_path / "a", max_steps=1),
+        train_set=ShiftedStereoDataset(2),
+        val_set=ShiftedStereoDataset(2),
+    )
     first.train()
     start = tiny_train_config(tmp_path / "b", init_checkpoint=str(tmp_path / "a" / FINAL_NAME))
-    second = Trainer(start, train_set=ShiftedStereoDataset(2))
+    second = Trainer(start, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
     for name, tensor in first.model.state_dict().items():
         torch.testing.assert_close(second.model.state_dict()[name], tensor, msg=name)
     other = tiny_train_config(tmp_path / "c", init_checkpoint=str(tmp_path / "a" / FINAL_NAME))
     other.model["matching_channels"] = 16
     with pytest.raises(UserError, match="init_checkpoint"):
-        Trainer(other, train_set=ShiftedStereoDataset(2))
+        Trainer(other, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
