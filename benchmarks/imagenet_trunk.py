@@ -15,6 +15,7 @@ pristine trunk scores 1 by construction. A rough, label-free probe: 10 photos, n
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def with_trunk_of(model: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
     """A copy of ``model`` whose stem and blocks are the checkpoint backbone's (head kept)."""
     trained, _, _ = load_checkpoint(checkpoint)
     body = trained.backbone.body
-    swapped = imagenet_model()
+    swapped = copy.deepcopy(model)
     swapped.conv_stem.load_state_dict(body.conv_stem.state_dict())
     swapped.bn1.load_state_dict(body.bn1.state_dict())
     for index, block in enumerate(body.blocks):

@@ -145,8 +145,8 @@ def layered_pair(
         warped_mask = cv2.remap(mask, source_x, rows, cv2.INTER_NEAREST, borderValue=0).astype(bool)
         warped = cv2.remap(texture, source_x, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         np.copyto(right, warped, where=warped_mask[..., None])
-    to_uint8 = lambda image: np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
-    return to_uint8(left), to_uint8(right), truth
+    left, right = (np.clip(view * 255.0 + 0.5, 0, 255).astype(np.uint8) for view in (left, right))
+    return left, right, truth
 
 
 class ProceduralStereoDataset(Dataset):

@@ -62,17 +62,13 @@ def group_correlation_volume(
     return cost.reshape(batch, groups, num_disparities, height, width)
 
 
-def soft_argmin(disparity_logits: torch.Tensor) -> torch.Tensor:
-    """Expected disparity under softmax over the D candidates: NxDxHxW -> Nx1xHxW in candidate units."""
-    return match_distribution(disparity_logits)[1]
-
-
 def match_distribution(
     disparity_logits: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities NxDxHxW, mean, standard deviation, peak probability Nx1xHxW) over the D candidates.
 
-    The spread and the peak say how unambiguous the match is: what the uncertainty head reads.
+    The mean is the soft-argmin disparity in candidate units. The spread and the peak say how
+    unambiguous the match is: what the uncertainty head reads.
     """
     probabilities = torch.softmax(disparity_logits, dim=1)
     candidates = torch.arange(
