@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import socket
@@ -11,8 +12,8 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from fixtures_runtime import fake_info
 
-from mtl_perception.contract import STEREO_OUTPUTS
 from mtl_perception.data import real_photos
 from mtl_perception.data.labels import CLASS_ID, CLASSES
 from mtl_perception.data.real_photos import (
@@ -25,7 +26,7 @@ from mtl_perception.data.real_photos import (
     PackagePhoto,
     PhotoNotFoundError,
 )
-from mtl_perception.runtime import ModelInfo, Pipeline
+from mtl_perception.runtime import Pipeline
 
 ALL = EVALUATION_PHOTOS + TEXTURE_PHOTOS
 
@@ -131,16 +132,8 @@ class HalfSkyBackend:
     name = "fake"
 
     def __init__(self) -> None:
-        shape = (1, 3, *SIZE)
-        self.info = ModelInfo(
-            mode="stereo",
-            inputs={"left": shape, "right": shape},
-            outputs=STEREO_OUTPUTS,
-            version="fake",
-            embedding_dim=2,
-            input_size=SIZE,
-            max_disparity=8.0,
-            classes=tuple({"id": c.id, "name": c.name, "color": list(c.color)} for c in CLASSES),
+        self.info = dataclasses.replace(
+            fake_info(size=SIZE, embedding_dim=2), version="fake", max_disparity=8.0
         )
         self.views: list[tuple[np.ndarray, np.ndarray]] = []
 

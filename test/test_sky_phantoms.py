@@ -6,6 +6,7 @@ answers each left view with the disparity the test chose, so the shares are know
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -14,10 +15,10 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from fixtures_runtime import fake_info
 
-from mtl_perception.contract import STEREO_OUTPUTS
-from mtl_perception.data.labels import CLASS_ID, CLASSES, IGNORE_INDEX
-from mtl_perception.runtime import ModelInfo, Pipeline
+from mtl_perception.data.labels import CLASS_ID, IGNORE_INDEX
+from mtl_perception.runtime import Pipeline
 
 SIZE = (12, 20)
 FX, BASELINE = 256.0, 0.3  # f*B = 76.8: 20 px -> 3.84 m
@@ -70,16 +71,8 @@ class Oracle:
     name = "oracle"
 
     def __init__(self, scenes: list[Frame], sky_disparity: float = 0.0, zero_off_sky: int = 0) -> None:
-        shape = (1, 3, *SIZE)
-        self.info = ModelInfo(
-            mode="stereo",
-            inputs={"left": shape, "right": shape},
-            outputs=STEREO_OUTPUTS,
-            version="oracle",
-            embedding_dim=2,
-            input_size=SIZE,
-            max_disparity=32.0,
-            classes=tuple({"id": c.id, "name": c.name, "color": list(c.color)} for c in CLASSES),
+        self.info = dataclasses.replace(
+            fake_info(size=SIZE, embedding_dim=2), version="oracle", max_disparity=32.0
         )
         self.answers = {f.left.tobytes(): f for f in scenes}
         self.sky_disparity = sky_disparity
