@@ -21,7 +21,7 @@ from test_baseline_sgbm import texture
 from mtl_perception.cli import main
 from mtl_perception.data import layout
 from mtl_perception.data.labels import class_table
-from mtl_perception.model_info import ModelInfo
+from mtl_perception.model_info import FOCAL_LENGTH_KEY, ModelInfo
 
 HEIGHT, WIDTH = 64, 192
 DISPARITY = 8  # px; whole pixels, so the disparity PNG (value * 256) holds it exactly
@@ -111,6 +111,48 @@ def oracle_model(path: Path) -> Path:
     return path
 
 
+def mono_oracle_model(path: Path, depth: float, focal_length: float) -> Path:
+    """A mono ONNX model that answers ``depth`` m and road everywhere, for a camera of ``focal_length`` px."""
+    size = [1, 3, HEIGHT, WIDTH]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "answer"], ["depth"]),
+        helper.make_node("Cast", ["zeros"], ["zero_ids"], to=TensorProto.INT32),
+        helper.make_node("Add", ["zero_ids", "road"], ["semantic"]),
+    ]
+    initializers = [
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("answer", TensorProto.FLOAT, [], [depth]),
+        helper.make_tensor("road", TensorProto.INT32, [], [ROAD]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mono_oracle",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, size)],
+        [
+            helper.make_tensor_value_info("semantic", TensorProto.INT32, [1, HEIGHT, WIDTH]),
+            helper.make_tensor_value_info("depth", TensorProto.FLOAT, [1, HEIGHT, WIDTH]),
+        ],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    info = ModelInfo(
+        mode="mono",
+        inputs={"image": tuple(size)},
+        outputs=("semantic", "depth"),
+        version="mono_oracle",
+        embedding_dim=0,
+        input_size=(HEIGHT, WIDTH),
+        classes=tuple(class_table()),
+        extra={FOCAL_LENGTH_KEY: repr(focal_length)},
+    )
+    onnx.helper.set_model_props(model, info.metadata())
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
 def evaluate(tmp_path: Path, root: Path, *source: str) -> dict:
     out = tmp_path / "eval.json"
     assert main(["evaluate", *source, "--data", str(root), "--json", str(out)]) == 0
@@ -123,6 +165,17 @@ def test_oracle_model_scores_perfectly(tmp_path: Path, wall_root: Path) -> None:
     assert metrics["miou"] == 1.0 and metrics["iou"]["road"] == 1.0
     # Depth from the oracle's disparity and the dataset's fx and baseline: 3.0 m, as written.
     assert metrics["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mono_depth_is_scored_in_the_datasets_camera(tmp_path: Path, wall_root: Path) -> None:
+    """The wall is 3 m away, seen with fx = 48 px. To a mono model that learned depth for a 96 px lens
+    that image looks like a wall at 6 m (half the apparent size), so 6 m is its right answer."""
+    wall = FX * BASELINE / DISPARITY
+    model = mono_oracle_model(tmp_path / "mono.onnx", depth=wall * 96.0 / FX, focal_length=96.0)
+    assert evaluate(tmp_path, wall_root, "--model", str(model))["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    # The same answer read as metric depth for this camera is 100 % off.
+    unscaled = mono_oracle_model(tmp_path / "unscaled.onnx", depth=wall * 96.0 / FX, focal_length=FX)
+    assert evaluate(tmp_path, wall_root, "--model", str(unscaled))["abs_rel"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_sgbm_is_right_wherever_it_answers(tmp_path: Path, wall_root: Path) -> None:

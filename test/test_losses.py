@@ -207,3 +207,17 @@ def test_mono_depth_far_targets_clamp_to_max_depth() -> None:
     pred[0, 0, 0, 0] = 8.0  # a far pixel predicted at 8 m: log(8 / 80)^2 over 5 valid pixels
     _, terms = loss({"depth": pred}, batch)
     assert terms["depth"].item() == pytest.approx(math.log(10.0) ** 2 / 5, rel=1e-5)
+
+
+def test_mono_depth_is_supervised_in_the_canonical_camera() -> None:
+    """A longer lens (fx = 512 against the network's 256 px) sees the scene as if nearer: the target is
+    depth * 256 / 512, so the prediction that matches the raw depth is wrong and half of it is right."""
+    batch = _batch([False, False], [True, True])
+    batch["fx"] = torch.tensor([512.0, 256.0])
+    loss = MultiTaskLoss(LossConfig(silog_lambda=0.0), max_disparity=32, focal_length=256.0)
+    canonical = batch["depth"].clone()
+    canonical[0] *= 0.5
+    _, terms = loss({"depth": canonical[:, None]}, batch)
+    assert terms["depth"].item() == pytest.approx(0.0, abs=1e-10)
+    _, terms = loss({"depth": batch["depth"][:, None]}, batch)  # ignores the camera: log(2)^2 on image 0
+    assert terms["depth"].item() == pytest.approx(math.log(2.0) ** 2 / 2, rel=1e-5)

@@ -48,6 +48,14 @@ def add_depth_from_disparity(outputs: dict[str, Tensor], batch: dict[str, Any]) 
         outputs["depth_uncertainty"] = depth.square() / focal_baseline * outputs["disparity_uncertainty"]
 
 
+def scale_mono_depth(outputs: dict[str, Tensor], batch: dict[str, Any], focal_length: float) -> None:
+    """Mono: depth learned for a camera of ``focal_length`` px -> this sample's camera (x fx / focal_length),
+    as the runtime pipeline scales it with fx from camera_info. Uncertainty scales alike."""
+    for key in ("depth", "depth_uncertainty"):
+        if key in outputs:
+            outputs[key] = outputs[key] * (batch["fx"] / focal_length).view(-1, 1, 1).to(outputs[key])
+
+
 @torch.inference_mode()
 def evaluate_predictions(
     predict: PredictFn,
@@ -56,11 +64,13 @@ def evaluate_predictions(
     max_batches: int | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    focal_length: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``predict`` over the batches: the one metrics path every model kind goes through.
 
     Stereo models get metric depth (and its uncertainty) from their disparity and the sample's
-    calibration, as the runtime pipeline publishes it.
+    calibration, as the runtime pipeline publishes it; mono models with a ``focal_length`` get their
+    depth scaled to the sample's camera (``scale_mono_depth``).
 
     Pixels scored (the batch's ``disparity_valid`` / ``depth_valid`` masks): D1/EPE over every
     labelled pixel including "infinitely far" ones (truth 0 px: predicting 10 px there is an error);
@@ -71,6 +81,8 @@ def evaluate_predictions(
         outputs = predict(batch)
         if stereo:
             add_depth_from_disparity(outputs, batch)
+        elif focal_length is not None:
+            scale_mono_depth(outputs, batch, focal_length)
         metrics.update_frame({k: v.float().cpu() for k, v in outputs.items()}, batch)
     return metrics.compute()
 
@@ -95,7 +107,10 @@ def evaluate_model(
         return dict(zip(deploy.output_names, values, strict=True))
 
     try:
-        return evaluate_predictions(predict, stereo, batches, max_batches, progress)
+        focal_length = getattr(getattr(model, "config", None), "focal_length", None)
+        return evaluate_predictions(
+            predict, stereo, batches, max_batches, progress, focal_length=focal_length
+        )
     finally:
         model.train(was_training)
 
@@ -131,7 +146,13 @@ def evaluate_backend(
 ) -> dict[str, Any]:
     """Metrics of a loaded runtime backend (ONNX Runtime, TensorRT, torch) over sample batches."""
     return evaluate_predictions(
-        backend_predictor(backend), backend.info.is_stereo, batches, max_batches, progress, backend.name
+        backend_predictor(backend),
+        backend.info.is_stereo,
+        batches,
+        max_batches,
+        progress,
+        backend.name,
+        focal_length=backend.info.focal_length,
     )
 
 

@@ -143,6 +143,10 @@ class MultiTaskLoss(nn.Module):
     far" included: disparity where gt < ``max_disparity`` (far pixels have target 0, so a phantom
     obstacle in the sky costs), depth with far (+inf) targets clamped to ``max_depth``, the farthest
     the mono model can predict.
+
+    ``focal_length`` (mono): the camera the network predicts depth for. Each sample's depth label is
+    brought to it (depth * focal_length / fx: the same scene seen with a longer lens looks nearer),
+    so one network serves every rig; the runtime scales back by fx / focal_length.
     """
 
     def __init__(
@@ -151,6 +155,7 @@ class MultiTaskLoss(nn.Module):
         max_disparity: float,
         distribution: str = "laplace",
         max_depth: float = 80.0,
+        focal_length: float | None = None,
     ) -> None:
         super().__init__()
         if distribution not in UNCERTAINTY_DISTRIBUTIONS:
@@ -161,6 +166,7 @@ class MultiTaskLoss(nn.Module):
         self.max_disparity = float(max_disparity)
         self.max_depth = float(max_depth)
         self.distribution = distribution
+        self.focal_length = focal_length
 
     def forward(
         self, outputs: dict[str, Tensor], batch: dict[str, Tensor]
@@ -186,8 +192,11 @@ class MultiTaskLoss(nn.Module):
         if "depth" in outputs:
             pred = outputs["depth"].float()[:, 0]
             valid = geometry_valid(batch, "depth") & (batch["depth"] > 0)
+            gt = batch["depth"]
+            if self.focal_length is not None:
+                gt = gt * (self.focal_length / batch["fx"].to(gt)).view(-1, 1, 1)
             # Far (+inf) and anything beyond the model's range: the farthest depth it can output.
-            gt = batch["depth"].clamp(max=self.max_depth)
+            gt = gt.clamp(max=self.max_depth)
             terms["depth"] = scale_invariant_log_loss(pred, gt, valid, cfg.silog_lambda)
             if "depth_log_scale" in outputs:
                 log_scale = outputs["depth_log_scale"].float()[:, 0]

@@ -133,6 +133,7 @@ class Trainer:
             getattr(self.model_config, "max_disparity", 0.0),
             self.model_config.uncertainty_distribution,
             max_depth=getattr(self.model_config, "max_depth", 80.0),  # far depth targets clamp here
+            focal_length=getattr(self.model_config, "focal_length", None),  # mono: canonical camera
         )
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.total_steps)
