@@ -17,6 +17,7 @@ from mtl_perception.cli import main
 from mtl_perception.config import ConfigError
 from mtl_perception.contract import STEREO_OUTPUTS
 from mtl_perception.errors import UserError
+from mtl_perception.networks.backbone import sequential_steps
 from mtl_perception.training.config import load_train_config, train_config_from_dict
 from mtl_perception.training.state import latest_state
 from mtl_perception.training.trainer import BEST_NAME, FINAL_NAME, Trainer
@@ -38,7 +39,9 @@ def test_config_refuses_unknown_key_and_wrong_type(tmp_path: Path) -> None:
         load_train_config(path, ["train.max_steps=true"])
 
 
-@pytest.mark.parametrize("name", ["stereo.yaml", "stereo_procedural.yaml", "mono.yaml", "ablation.yaml"])
+@pytest.mark.parametrize(
+    "name", ["stereo.yaml", "stereo_procedural.yaml", "stereo_stage3.yaml", "mono.yaml", "ablation.yaml"]
+)
 def test_shipped_configs_load(name: str) -> None:
     from mtl_perception.networks import model_config_from_dict
 
@@ -223,3 +226,21 @@ def test_init_checkpoint_starts_from_its_weights_and_refuses_another_model(tmp_p
     other.model["matching_channels"] = 16
     with pytest.raises(UserError, match="init_checkpoint"):
         Trainer(other, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
+
+
+def test_frozen_backbone_levels_keep_their_weights_and_statistics(tmp_path: Path) -> None:
+    config = tiny_train_config(tmp_path, max_steps=2)
+    config.optim.frozen_backbone_levels = 1
+    trainer = Trainer(config, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
+    backbone = trainer.model.backbone
+    frozen_end = backbone.level_steps[0] + 1  # every step up to the 1/4 features
+    before = {name: t.clone() for name, t in backbone.state_dict().items()}
+    trainer.train()
+    after = backbone.state_dict()
+    prefixes = [f"body.{step}." for step in sequential_steps(backbone.body)[0][:frozen_end]]
+    frozen = {name for name in after if name.startswith(tuple(prefixes))}
+    assert frozen and all(torch.equal(before[name], after[name]) for name in frozen)  # BN running stats too
+    changed = [name for name in after if name not in frozen and not torch.equal(before[name], after[name])]
+    assert changed  # the deeper stages did train
+    assert all(not module.training for module in backbone.steps[:frozen_end])
+    assert not any(p.requires_grad for step in backbone.steps[:frozen_end] for p in step.parameters())

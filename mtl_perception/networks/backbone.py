@@ -170,6 +170,26 @@ class Backbone(nn.Module):
             path = Path(pretrained_path)
         load_weights_by_position(self.body, read_state_dict(path), str(path))
 
+    def freeze(self, levels: int) -> None:
+        """Keep every step up to pyramid level ``levels`` (1 = the 1/4 features) at its pretrained
+        values: weights get no gradient and batch-norm statistics stay as loaded, in train mode too.
+
+        Fine-tuning on synthetic frames alone wipes out what ImageNet taught the trunk; the early,
+        generic stages are also the high-resolution ones, so freezing them halves a CPU step.
+        """
+        if not 0 <= levels <= len(self.level_steps):
+            raise UserError(f"can freeze 0..{len(self.level_steps)} backbone levels, got {levels}")
+        self._frozen = self.steps[: self.level_steps[levels - 1] + 1] if levels else []
+        for step in self._frozen:
+            step.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        for step in getattr(self, "_frozen", []):
+            step.eval()
+        return self
+
     def forward(self, image: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
         """Nx3xHxW RGB in 0..1 -> the first ``levels`` (default: all kept) of the 1/4 .. 1/32 maps."""
         return self._run((image - self.mean) / self.std, 0, levels or len(self.level_steps))

@@ -90,12 +90,17 @@ class OptimConfig:
     min_lr_ratio: float = 0.01  # final lr = lr * min_lr_ratio
     grad_clip: float = 5.0  # max global grad norm; 0 disables
     backbone_lr_ratio: float = 1.0  # lr multiplier for parameters named "backbone.*" (pretrained)
+    # Backbone stages kept at their pretrained values, counted in pyramid levels: 1 = everything up
+    # to the 1/4 features (stem and the first two block stages), 0 = none (Backbone.freeze).
+    frozen_backbone_levels: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             raise ValueError("lr must be > 0, warmup_steps and grad_clip >= 0")
+        if not 0 <= self.frozen_backbone_levels <= 4:
+            raise ValueError(f"frozen_backbone_levels must be in 0..4, got {self.frozen_backbone_levels}")
 
 
 @dataclass

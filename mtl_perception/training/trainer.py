@@ -104,6 +104,7 @@ class Trainer:
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         self.model = build_model(self.model_config).to(self.world.device)
+        self.model.backbone.freeze(config.optim.frozen_backbone_levels)
         self.ddp: nn.Module = self.model
         if self.world.world_size > 1:
             ids = [self.world.device.index] if self.world.device.type == "cuda" else None
