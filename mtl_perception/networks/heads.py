@@ -91,6 +91,12 @@ def log_scale_to_std(log_scale: torch.Tensor, distribution: str) -> torch.Tensor
     return std * math.sqrt(2.0) if distribution == "laplace" else std
 
 
+def std_to_log_scale(std: torch.Tensor, distribution: str) -> torch.Tensor:
+    """The inverse of ``log_scale_to_std``: the log scale whose distribution has this standard deviation."""
+    log_std = std.clamp_min(1e-12).log()
+    return log_std - 0.5 * math.log(2.0) if distribution == "laplace" else log_std
+
+
 class SteeringHead(nn.Module):
     """Attentive pooling over the last ``window`` frame embeddings -> steering angle (radians).
 

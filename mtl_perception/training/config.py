@@ -140,6 +140,27 @@ class CheckpointConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation from a deep-ensemble teacher (training/distill.py); no teachers = off.
+
+    The teacher's outputs are computed once over the training split, un-augmented, into
+    ``targets_dir`` (default ``<output_dir>/teacher_targets``), so the augmentation must not move
+    pixels (zoom_range [1, 1], no crop); colour jitter and right-view occluders are fine.
+    """
+
+    teachers: tuple[str, ...] = ()  # checkpoints of the ensemble members (>= 2)
+    targets_dir: str | None = None
+    semantic_kl: float = 1.0  # KL(teacher mean probabilities || student)
+    geometry_nll: float = 1.0  # expected NLL of the teacher's predictive distribution under the student's
+
+    def __post_init__(self) -> None:
+        if len(self.teachers) == 1:
+            raise ValueError("distill.teachers: an ensemble needs at least 2 member checkpoints")
+        if self.semantic_kl < 0 or self.geometry_nll < 0:
+            raise ValueError("distill weights must be >= 0")
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=dict)  # networks' config, see model_config_from_dict
@@ -147,6 +168,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

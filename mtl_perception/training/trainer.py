@@ -30,6 +30,7 @@ from mtl_perception.config import to_dict
 from mtl_perception.errors import UserError
 from mtl_perception.training import state as state_io
 from mtl_perception.training.config import TrainConfig
+from mtl_perception.training.distill import DistillationLoss, NoTeacherTargets, TeacherTargets
 from mtl_perception.training.evaluation import evaluate_model, flat_scalars, model_inputs
 from mtl_perception.training.losses import MultiTaskLoss
 from mtl_perception.training.optim import build_optimizer, build_scheduler
@@ -115,6 +116,8 @@ class Trainer:
         # Different augmentation per rank, reproducible per (seed, rank).
         torch.manual_seed(config.train.seed + 1000 * (self.world.rank + 1))
 
+        if train_set is not None and config.distill.teachers:
+            train_set = self._with_teacher_targets(train_set, plain=train_set)
         self.train_set = (
             train_set if train_set is not None else self._dataset(config.data.train_split, train=True)
         )
@@ -135,6 +138,15 @@ class Trainer:
             self.model_config.uncertainty_distribution,
             max_depth=getattr(self.model_config, "max_depth", 80.0),  # far depth targets clamp here
             focal_length=getattr(self.model_config, "focal_length", None),  # mono: canonical camera
+        )
+        self.distill_loss = (
+            DistillationLoss(
+                self.model_config.uncertainty_distribution,
+                config.distill.semantic_kl,
+                config.distill.geometry_nll,
+            )
+            if config.distill.teachers
+            else None
         )
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.total_steps)
@@ -161,10 +173,46 @@ class Trainer:
         if not train:
             return build_dataset(data.kind, data.root, split, eval_size=tuple(self.model_config.input_size))
         dataset = build_dataset(data.kind, data.root, split, augment=data.augmentation)
+        if self.config.distill.teachers:
+            size = tuple(self.model_config.input_size)
+            dataset = self._with_teacher_targets(
+                dataset, plain=build_dataset(data.kind, data.root, split, eval_size=size)
+            )
         if data.procedural_share == 0:
             return dataset
         extra = round(len(dataset) * data.procedural_share / (1.0 - data.procedural_share))
-        return ConcatDataset([dataset, self._procedural(max(1, extra))])
+        procedural = self._procedural(max(1, extra))
+        if isinstance(dataset, TeacherTargets):
+            procedural = NoTeacherTargets(procedural, like=dataset)
+        return ConcatDataset([dataset, procedural])
+
+    def _with_teacher_targets(self, dataset: Dataset, plain: Dataset) -> TeacherTargets:
+        """``dataset`` with the ensemble teacher's outputs on ``plain`` (the same samples, un-augmented),
+        computed once into ``distill.targets_dir`` by the main process."""
+        from mtl_perception.networks import load_checkpoint
+        from mtl_perception.training.distill import TARGETS_MANIFEST, EnsembleNet, write_teacher_targets
+
+        augmentation = self.config.data.augmentation
+        size = tuple(self.model_config.input_size)
+        if tuple(augmentation.zoom_range) != (1.0, 1.0) or augmentation.crop_size not in (None, size):
+            raise UserError(
+                "distillation stores the teacher's outputs for un-augmented frames: set "
+                "data.augmentation.zoom_range to [1, 1] and crop_size to null"
+            )
+        cfg = self.config.distill
+        directory = Path(cfg.targets_dir) if cfg.targets_dir else self.output_dir / "teacher_targets"
+        if self.world.is_main and not (directory / TARGETS_MANIFEST).is_file():
+            teacher = EnsembleNet([load_checkpoint(path)[0] for path in cfg.teachers])
+            if teacher.config.mode != self.model_config.mode or tuple(teacher.config.input_size) != size:
+                raise UserError(
+                    f"distill.teachers are {teacher.config.mode} models at {teacher.config.input_size}; "
+                    f"the student is {self.model_config.mode} at {list(size)}"
+                )
+            log.info("computing the teacher's targets (%d members) into %s", len(cfg.teachers), directory)
+            write_teacher_targets(teacher, plain, directory, self.config.data.batch_size)
+        if self.world.world_size > 1:
+            dist.barrier()
+        return TeacherTargets(dataset, directory)
 
     def _procedural(self, length: int | None) -> Dataset:
         """Procedural layered pairs at the model's input size: ``length`` fresh ones for training
@@ -307,6 +355,11 @@ class Trainer:
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
             outputs = self.ddp(*model_inputs(batch, self.stereo, device))
         total, terms = self.loss_fn(outputs, batch)
+        if self.distill_loss is not None:
+            distilled = self.distill_loss(outputs, batch)
+            weights = self.distill_loss.weights()
+            total = total + sum(weights[name] * value for name, value in distilled.items())
+            terms |= distilled
         if not torch.isfinite(total):
             raise UserError(
                 f"loss became {total.item()} at step {self.step}; lower optim.lr or check the data"
