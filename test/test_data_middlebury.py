@@ -92,6 +92,7 @@ def test_disparity_depth_and_unknown_pixels(middlebury: tuple[Path, dict]) -> No
         np.testing.assert_array_equal(_image(sample["right"]), gt["right"])
         assert sample["fx"].item() == pytest.approx(MIDDLEBURY_F)
         assert sample["baseline"].item() == pytest.approx(baseline)
+        assert sample["doffs"].item() == pytest.approx(MIDDLEBURY_DOFFS)
         assert sample["has_depth"] and not sample["has_semantic"]
         assert (sample["semantic"] == IGNORE_INDEX).all()
 
@@ -227,3 +228,20 @@ def test_benchmark_sgbm_scores_its_pixels_and_its_holes(tmp_path: Path) -> None:
     assert holes["epe_px"] > own["epe_px"] and scores["density"] == pytest.approx(
         own["pixels"] / holes["pixels"]
     )
+
+
+def test_evaluation_depth_from_the_true_disparity_is_the_true_depth(middlebury: tuple[Path, dict]) -> None:
+    """Scoring depth on Middlebury needs its principal-point offset: fx * B / d alone is off by doffs."""
+    from mtl_perception.training.evaluation import add_depth_from_disparity
+
+    root, _ = middlebury
+    for eval_size in (None, (24, 40)):  # also after the resize `evaluate --eval-size` does
+        sample = build_dataset("middlebury", root, "trainingQ", eval_size=eval_size)[0]
+        batch = {k: v[None] for k, v in sample.items() if k in ("fx", "baseline", "doffs")}
+        outputs = {"disparity": sample["disparity"][None]}
+        add_depth_from_disparity(outputs, batch)
+        known = sample["disparity"] > 0
+        torch.testing.assert_close(outputs["depth"][0][known], sample["depth"][known], rtol=1e-5, atol=0)
+        del batch["doffs"]  # the old rule: depth off by the offset
+        add_depth_from_disparity(outputs, batch)
+        assert not torch.allclose(outputs["depth"][0][known], sample["depth"][known], rtol=1e-2)

@@ -107,6 +107,7 @@ def resize_stereo(arrays: StereoArrays, size: tuple[int, int]) -> StereoArrays:
         disparity_valid=nearest_mask(arrays.disparity_valid),
         depth_valid=nearest_mask(arrays.depth_valid),
         fx=arrays.fx * scale_x,
+        doffs=arrays.doffs * scale_x,
     )
 
 

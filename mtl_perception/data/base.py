@@ -192,6 +192,7 @@ def to_sample(arrays: StereoArrays, sequence: str, frame: int, steering: float) 
         "has_steering": not math.isnan(steering),
         "fx": torch.tensor(arrays.fx, dtype=torch.float32),
         "baseline": torch.tensor(arrays.baseline, dtype=torch.float32),
+        "doffs": torch.tensor(arrays.doffs, dtype=torch.float32),
         "sequence": sequence,
         "frame": frame,
     }

@@ -185,4 +185,4 @@ class MiddleburyDataset(StereoDataset):
                 f"but {self.records[index].left} is {arrays.size[0]}x{arrays.size[1]}; "
                 "use the calib.txt of this resolution"
             )
-        return arrays
+        return arrays.replace(doffs=calib.doffs)

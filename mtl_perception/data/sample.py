@@ -40,6 +40,9 @@ class StereoArrays:
     baseline: float  # meters
     has_semantic: bool
     has_depth: bool
+    # Principal-point offset cx_right - cx_left in pixels of this image (scales like fx): depth is
+    # fx * B / (d + doffs). 0 for rigs rectified to one principal point (all but Middlebury).
+    doffs: float = 0.0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -61,7 +64,8 @@ def depth_from_disparity(
 ) -> np.ndarray:
     """Metric depth fx * B / d where d > 0; +inf where ``valid`` and d == 0 (far); 0 elsewhere.
 
-    Without ``valid`` every d <= 0 is unknown (the KITTI convention, no far label).
+    For rigs with doffs = 0 (Middlebury's loader computes its own depth). Without ``valid`` every
+    d <= 0 is unknown (the KITTI convention, no far label).
     """
     depth = np.zeros_like(disparity, dtype=np.float32)
     measured = disparity > 0

@@ -39,10 +39,16 @@ def model_inputs(batch: dict[str, Any], stereo: bool, device: torch.device) -> t
 
 
 def add_depth_from_disparity(outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
-    """Stereo: metric depth z = fx·B/d and its first-order uncertainty σ_z = z²/(fx·B)·σ_d."""
+    """Stereo: metric depth z = fx·B/(d + doffs) and its first-order uncertainty σ_z = z²/(fx·B)·σ_d.
+
+    ``doffs`` (the principal-point offset, Middlebury's) is 0 for the other sources; batches without
+    it (hand-made ones) count as 0.
+    """
     disparity = outputs["disparity"]  # NxHxW, as DeployModel returns it
     focal_baseline = (batch["fx"] * batch["baseline"]).view(-1, 1, 1).to(disparity)
-    depth = focal_baseline / disparity.clamp_min(1e-3)
+    doffs = batch.get("doffs")
+    shifted = disparity if doffs is None else disparity + doffs.view(-1, 1, 1).to(disparity)
+    depth = focal_baseline / shifted.clamp_min(1e-3)
     outputs["depth"] = torch.where(disparity > 0, depth, torch.zeros_like(depth))
     if "disparity_uncertainty" in outputs:
         outputs["depth_uncertainty"] = depth.square() / focal_baseline * outputs["disparity_uncertainty"]
