@@ -9,8 +9,9 @@ calibration from its docstring). It is written as a Middlebury scene folder into
 directory and read back with the project's ``middlebury`` loader, so the loader is what evaluation
 uses. For evaluation only: never train or tune on it.
 
-Two resolutions are scored, disparity only (EPE and D1-all of ``mtl_perception.metrics``; pixels of
-known ground truth; KITTI's D1: > 3 px and > 5 %):
+Two resolutions are scored (EPE and D1-all of ``mtl_perception.metrics``; pixels of known ground
+truth; KITTI's D1: > 3 px and > 5 %; and AbsRel of the depth baseline * f / (d + doffs) against the
+true depth, on the pixels given a disparity):
 
 * ``input`` (500x741): the runtime ``Pipeline`` resizes the pair to the model's 256x512, runs it and
   returns disparity at the input size, scaled by the width ratio (what the node publishes). SGBM
@@ -108,14 +109,25 @@ def _scores(
     return scores
 
 
+def depth_abs_rel(pred: np.ndarray, arrays: StereoArrays) -> float:
+    """AbsRel of the depth baseline * f / (d + doffs) the predicted disparity gives, over the pixels
+    with known ground truth and a predicted disparity (> 0)."""
+    keep = (arrays.disparity > 0) & (pred > 0)
+    depth = arrays.fx * arrays.baseline / (pred[keep] + arrays.doffs)
+    truth = arrays.depth[keep]
+    return float(np.mean(np.abs(depth - truth) / truth))
+
+
 def score_sgbm(arrays: StereoArrays, max_disparity: float) -> dict[str, Any]:
     """SGBM on its own pixels and with holes counted; density = share of known gt it covered."""
     raw = sgbm_disparity(sgbm_matcher(max_disparity), arrays.left, arrays.right)
     found = np.isfinite(raw)
     gt = arrays.disparity
+    own = _scores(np.where(found, raw, 0), np.where(found, gt, 0))
+    own["depth_abs_rel"] = depth_abs_rel(np.where(found, raw, 0), arrays)
     return {
         "num_disparities": num_disparities(max_disparity),
-        "on_its_pixels": _scores(np.where(found, raw, 0), np.where(found, gt, 0)),
+        "on_its_pixels": own,
         "holes_counted": _scores(np.nan_to_num(raw, nan=0.0), gt),
         "density": float(found[gt > 0].mean()),
     }
@@ -126,6 +138,7 @@ def score_model(pipeline: Pipeline, arrays: StereoArrays, full: StereoArrays) ->
     result = pipeline.process(full.left, full.right)
     assert result.disparity is not None and result.disparity.shape == arrays.size
     scores = _scores(result.disparity, arrays.disparity, result.disparity_uncertainty)
+    scores["depth_abs_rel"] = depth_abs_rel(np.nan_to_num(result.disparity, nan=0.0), arrays)
     scores["density"] = float(np.isfinite(result.disparity[arrays.disparity > 0]).mean())
     return scores
 
@@ -168,10 +181,12 @@ def main() -> None:
     for name, res in entry["resolutions"].items():
         m, s = res["model"], res["sgbm"]
         print(f"motorcycle @ {name} {res['size_hw'][0]}x{res['size_hw'][1]}:")
-        print(f"  model            EPE {m['epe_px']:7.3f} px  D1-all {m['d1_all']:.4f}")
+        depth = f"  AbsRel {m['depth_abs_rel']:.4f}"
+        print(f"  model            EPE {m['epe_px']:7.3f} px  D1-all {m['d1_all']:.4f}{depth}")
         for kind in ("on_its_pixels", "holes_counted"):
             k = s[kind]
-            print(f"  sgbm {kind:13s} EPE {k['epe_px']:7.3f} px  D1-all {k['d1_all']:.4f}")
+            depth = f"  AbsRel {k['depth_abs_rel']:.4f}" if "depth_abs_rel" in k else ""
+            print(f"  sgbm {kind:13s} EPE {k['epe_px']:7.3f} px  D1-all {k['d1_all']:.4f}{depth}")
         print(f"  sgbm density {s['density']:.4f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

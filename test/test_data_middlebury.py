@@ -196,6 +196,9 @@ def test_benchmark_scene_writer_round_trips_through_the_loader(tmp_path: Path) -
     np.testing.assert_array_equal(arrays.left, left)
     expected = np.where(arrays.disparity > 0, 0.25 * 100.0 / (arrays.disparity + 4.5), 0.0)
     np.testing.assert_allclose(arrays.depth, expected, rtol=1e-6)
+    # The benchmark's depth score: the true disparity gives AbsRel 0, one 10 % too large does not.
+    assert script.depth_abs_rel(arrays.disparity, arrays) == pytest.approx(0.0, abs=1e-6)
+    assert script.depth_abs_rel(arrays.disparity * 1.1, arrays) > 0.03
 
 
 def test_benchmark_sgbm_scores_its_pixels_and_its_holes(tmp_path: Path) -> None:
