@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -16,12 +17,15 @@ from mtl_perception.errors import UserError
 from mtl_perception.sim.generator import GeneratorConfig, generate_dataset
 from mtl_perception.sim.rig import StereoRig
 
+if TYPE_CHECKING:
+    from mtl_perception.sim.world import Restyle
+
 pytest.importorskip("pybullet")
 
 TINY = {"width": 128, "height": 64, "density": 0.5}
 
 
-def _render_clean_frame(rig: StereoRig, seed: int = 3):
+def _render_clean_frame(rig: StereoRig, seed: int = 3, restyle: Restyle | None = None):
     import pybullet as p
 
     from mtl_perception.sim.camera import Lighting, render_stereo
@@ -35,7 +39,7 @@ def _render_clean_frame(rig: StereoRig, seed: int = 3):
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            world = build_world(client, road, rng, Path(tmp), density=0.5)
+            world = build_world(client, road, rng, Path(tmp), density=0.5, restyle=restyle)
             lighting = Lighting.random(rng)
             xy, yaw = road.point(0.0, -road.lane_width / 2)
             return render_stereo(world, rig, xy, yaw, lighting)
@@ -277,3 +281,192 @@ def test_unknown_rig_preset_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="rig preset"):
         generate_dataset(_tiny_config(rig_preset="wobbly"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# Pixel (decoded PNG) and text digests of `_PINNED_CONFIG`'s dataset, measured with the generator
+# before held-out domains existed (pybullet 3.2.7, OpenCV 5.0.0, NumPy 2.4): the default domain must keep
+# rendering exactly this. A library upgrade that changes rendering or blurring fails here too;
+# re-pin only after checking the change is that and not the generator's.
+_PINNED_CONFIG = {
+    "width": 128,
+    "height": 64,
+    "sequences": {"train": 1},
+    "frames": {"train": 2},
+    "bag_sequences": {},
+    "density": 0.5,
+}
+_PINNED = {
+    "manifest.json": "7209b26b2fe78763",
+    "train/train_0000/calib.json": "b387c4a39adbe84b",
+    "train/train_0000/depth/000000.png": "7b63d17cbf1b88b2",
+    "train/train_0000/depth/000001.png": "80111fed36972ecf",
+    "train/train_0000/disparity/000000.png": "7d5040bb14504599",
+    "train/train_0000/disparity/000001.png": "d8707694ddaec19d",
+    "train/train_0000/left/000000.png": "8231938104c05063",
+    "train/train_0000/left/000001.png": "dc40268560af7602",
+    "train/train_0000/right/000000.png": "d93af17ba83c1999",
+    "train/train_0000/right/000001.png": "8007440b5f2e9109",
+    "train/train_0000/semantic/000000.png": "0642d1fe853c9d0d",
+    "train/train_0000/semantic/000001.png": "fe044229a7b74092",
+    "train/train_0000/steering.csv": "0b3ad8974f8463df",
+}
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """sha256 (16 hex) of every file but bags; PNGs by their pixels, so zlib versions do not matter."""
+    import hashlib
+
+    out = {}
+    for f in sorted(root.rglob("*")):
+        if not f.is_file() or layout.BAGS_DIR in f.relative_to(root).parts:
+            continue
+        if f.suffix == ".png":
+            a = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+            data = f"{a.dtype}{a.shape}".encode() + a.tobytes()
+        else:
+            data = f.read_bytes()
+        out[str(f.relative_to(root))] = hashlib.sha256(data).hexdigest()[:16]
+    return out
+
+
+def test_default_domain_renders_what_it_rendered_before_domains(tmp_path: Path) -> None:
+    generate_dataset(GeneratorConfig(**_PINNED_CONFIG), tmp_path)
+    digests = _digests(tmp_path)
+    assert {k: v for k, v in digests.items() if _PINNED.get(k) != v} == {}
+    assert digests.keys() == _PINNED.keys()
+
+
+def _left(root: Path, split: str, sequence: str, frame: int) -> np.ndarray:
+    path = layout.frame_path(root, split, sequence, layout.LEFT_DIR, frame)
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(np.float32)
+
+
+def test_unseen_domain_is_another_look_of_valid_scenes_with_disjoint_seeds(tmp_path: Path) -> None:
+    from mtl_perception.data.datasets import build_dataset
+    from mtl_perception.sim.domains import HELD_OUT_SEED_OFFSET
+    from mtl_perception.sim.generator import SequenceJob
+
+    tiny = {"width": 128, "height": 64, "density": 0.5, "sequences": {"test": 1}, "frames": {"test": 2}}
+    unseen = GeneratorConfig(**tiny, domain="unseen", bag_sequences={"test": 1})
+    generate_dataset(unseen, tmp_path / "a")
+    generate_dataset(unseen, tmp_path / "b")
+    # The default world with the same scene seed (the held-out domain shifts seeds by the offset).
+    generate_dataset(GeneratorConfig(**tiny, seed=HELD_OUT_SEED_OFFSET, bag_sequences={}), tmp_path / "ref")
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []  # deterministic
+
+    root, ref = tmp_path / "a", tmp_path / "ref"
+    manifest = json.loads(layout.manifest_path(root).read_text())
+    ref_manifest = json.loads(layout.manifest_path(ref).read_text())
+    assert manifest["config"]["domain"] == "unseen" and "domain" not in ref_manifest["config"]
+    seed = manifest["sequences"]["test_0000"]["seed"]
+    assert seed == ref_manifest["sequences"]["test_0000"]["seed"] == 1_200_000
+    # No held-out seed is a seed of any default split (indices below the split offsets' spacing).
+    default_seeds = {layout.sequence_seed(0, s, i) for s in layout.SPLITS for i in range(100_000)}
+    held_out = {SequenceJob(unseen, s, i, root).seed for s in layout.SPLITS for i in range(0, 100_000, 997)}
+    assert not held_out & default_seeds
+    # The robot rig lies outside the random rig's ranges (field of view and roll).
+    rig = json.loads(layout.calib_path(root, "test", "test_0000").read_text())["rig"]
+    ranges = GeneratorConfig().rig_ranges
+    assert rig["hfov_deg"] < ranges.hfov_deg[0] and abs(rig["roll_deg"]) > ranges.roll_deg[1]
+
+    # Another look: darker (dusk, then auto-exposure) and warmer (low orange sun, white balance).
+    left, left_ref = _left(root, "test", "test_0000", 0), _left(ref, "test", "test_0000", 0)
+    assert left.mean() < 0.8 * left_ref.mean(), (left.mean(), left_ref.mean())
+    warmth = left[..., 0].mean() / left[..., 2].mean()
+    warmth_ref = left_ref[..., 0].mean() / left_ref[..., 2].mean()
+    assert warmth > 1.2 * warmth_ref, (warmth, warmth_ref)
+
+    # Labels valid through the ordinary loader: the table's classes, sky/ground split, fx * B = d * Z.
+    sample = build_dataset("synthetic", root, "test")[1]
+    semantic = sample["semantic"].numpy()
+    assert set(np.unique(semantic)) <= set(CLASS_ID.values()) and (semantic == CLASS_ID["road"]).mean() > 0.2
+    disparity, depth = sample["disparity"].numpy(), sample["depth"].numpy()
+    valid = sample["disparity_valid"].numpy()
+    assert valid.mean() > 0.9
+    measured = valid & (disparity >= 1.0) & np.isfinite(depth)
+    assert measured.mean() > 0.3
+    calib = json.loads(layout.calib_path(root, "test", "test_0000").read_text())
+    np.testing.assert_allclose(
+        disparity[measured] * depth[measured], calib["fx"] * calib["baseline"], rtol=0.02
+    )
+    assert (layout.bag_dir(root, "test_0000") / "metadata.yaml").is_file()
+
+
+def test_unseen_domain_refuses_a_rig_preset(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="own rig"):
+        generate_dataset(_tiny_config(domain="unseen", rig_preset="fixed"), tmp_path / "out")
+    with pytest.raises(UserError, match="unknown domain"):
+        generate_dataset(_tiny_config(domain="mars"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_restyled_textures_change_the_look_not_the_scene() -> None:
+    from mtl_perception.sim.domains import UNSEEN
+
+    rig = StereoRig(width=128, height=64)
+    plain = _render_clean_frame(rig, seed=4)
+    restyled = _render_clean_frame(rig, seed=4, restyle=UNSEEN.texture_restyle(4))
+    np.testing.assert_array_equal(restyled.semantic, plain.semantic)
+    np.testing.assert_array_equal(restyled.depth, plain.depth)
+    road = plain.semantic == CLASS_ID["road"]
+    # Pale concrete instead of dark asphalt; autumn leaves instead of green ones.
+    assert restyled.left[road].mean() > plain.left[road].mean() + 20
+    leaves = plain.semantic == CLASS_ID["vegetation"]
+    assert leaves.any()
+
+    def red_minus_green(image: np.ndarray) -> float:
+        return float(image[leaves][:, 0].mean() - image[leaves][:, 1].mean())
+
+    assert red_minus_green(restyled.left) > red_minus_green(plain.left) + 30
+
+
+def test_sensor_model_vignettes_casts_and_differs_per_camera() -> None:
+    from mtl_perception.sim.camera import SensorModel
+
+    grey = np.full((64, 128, 3), 128, dtype=np.uint8)
+    cameras = SensorModel().cameras(np.random.default_rng(0), 64, 128)
+    left, right = cameras.apply_pair(grey, grey, np.random.default_rng(1))
+    again = cameras.apply_pair(grey, grey, np.random.default_rng(1))
+    np.testing.assert_array_equal(again[0], left)
+    np.testing.assert_array_equal(again[1], right)
+    f = left.astype(np.float32)
+    centre, corner = f[24:40, 56:72].mean(), f[:8, :8].mean()
+    assert corner < 0.75 * centre, (corner, centre)  # vignetting
+    assert f[..., 0].mean() > 1.1 * f[..., 2].mean()  # warm white balance
+    noise = f[24:40, 56:72, 1].std()
+    assert 2.0 < noise < 10.0, noise  # shot + read noise, about 5 at mid-grey
+    # Two cameras: close, never identical. Averaged over patches (noise gone), the per-camera
+    # gain, white balance and vignetting remain.
+    mean_left = cv2.blur(f, (16, 16))
+    mean_right = cv2.blur(right.astype(np.float32), (16, 16))
+    differ = np.abs(mean_left - mean_right).mean()
+    assert 0.5 < differ < 10.0, differ
+
+
+def test_generate_command_renders_the_committed_held_out_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`generate --domain unseen` alone gives the set README and sim/domains.py describe."""
+    import mtl_perception.sim.generator as generator
+    from mtl_perception.cli import main
+
+    class CapturedError(Exception):
+        pass
+
+    configs: list[GeneratorConfig] = []
+
+    def capture(config: GeneratorConfig, root: Path, workers: int = 1, overwrite: bool = False) -> None:
+        configs.append(config)
+        raise CapturedError
+
+    monkeypatch.setattr(generator, "generate_dataset", capture)
+    with pytest.raises(CapturedError):
+        main(["generate", "--domain", "unseen", "--out", str(tmp_path / "unseen")])
+    (config,) = configs
+    assert config.domain == "unseen" and (config.width, config.height, config.seed) == (512, 256, 0)
+    assert config.sequences == {"train": 4, "val": 0, "test": 4}
+    assert config.frames == {"train": 20, "val": 20, "test": 20}
+    assert config.bag_sequences == {"train": 4, "val": 0, "test": 4}
+    assert main(["generate", "--domain", "unseen", "--rig", "fixed", "--out", str(tmp_path / "u")]) == 2
+    assert "brings its own rig" in capsys.readouterr().err

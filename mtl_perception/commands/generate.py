@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mtl_perception.data import layout
 from mtl_perception.errors import UserError
+from mtl_perception.sim.domains import DOMAINS, HELD_OUT_SEED_OFFSET
 
 DEFAULT_SEQUENCES = {"train": 40, "val": 6, "test": 8}
 DEFAULT_FRAMES = {"train": 40, "val": 20, "test": 20}
@@ -52,12 +53,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=512, help="image width in pixels (even)")
     parser.add_argument("--height", type=int, default=256, help="image height in pixels (even)")
     parser.add_argument(
+        "--domain",
+        choices=list(DOMAINS),
+        default="default",
+        help="default: the training world; unseen: the held-out domain (other textures, dusk light, a "
+        "fixed robot rig outside the training ranges, a real camera's effects; seeds shifted by "
+        f"{HELD_OUT_SEED_OFFSET}), never for training or model selection. Without --sequences/--frames/"
+        "--bag-sequences it renders the committed set: train 4 and test 4 sequences x 20 frames, all "
+        "as rosbags too",
+    )
+    parser.add_argument(
         "--rig",
         choices=("random", "fixed"),
-        default="random",
-        help="random: a camera rig drawn per sequence from its seed (height 0.3-2.5 m, pitch -5..10 deg "
-        "down, roll +-3 deg, baseline 0.05-0.6 m, hfov 60-110 deg); fixed: the rig of --hfov, "
-        "--baseline, --camera-height and --pitch for every sequence (their defaults: the version-1 rig)",
+        default=None,
+        help="random (default): a camera rig drawn per sequence from its seed (height 0.3-2.5 m, "
+        "pitch -5..10 deg down, roll +-3 deg, baseline 0.05-0.6 m, hfov 60-110 deg); fixed: the rig of "
+        "--hfov, --baseline, --camera-height and --pitch for every sequence "
+        "(their defaults: the version-1 rig)",
     )
     parser.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view, degrees")
     parser.add_argument("--baseline", type=float, default=0.3, help="stereo baseline, metres")
@@ -92,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     from mtl_perception.sim.generator import GeneratorConfig, generate_dataset
 
     splits = selected_splits(args.split)
-    sequences = _per_split("--sequences", args.sequences, DEFAULT_SEQUENCES)
+    domain = DOMAINS[args.domain]
+    if domain.rig is not None and args.rig is not None:
+        raise UserError(f"--domain {args.domain} brings its own rig; drop --rig")
+    sequences = _per_split("--sequences", args.sequences, domain.sequences or DEFAULT_SEQUENCES)
     config = GeneratorConfig(
         width=args.width,
         height=args.height,
@@ -102,14 +117,21 @@ def run(args: argparse.Namespace) -> int:
         pitch_deg=args.pitch,
         seed=args.seed,
         sequences={s: sequences[s] for s in splits},
-        frames={s: n for s, n in _per_split("--frames", args.frames, DEFAULT_FRAMES).items() if s in splits},
+        frames={
+            s: n
+            for s, n in _per_split("--frames", args.frames, domain.frames or DEFAULT_FRAMES).items()
+            if s in splits
+        },
         bag_sequences={
             s: n
-            for s, n in _per_split("--bag-sequences", args.bag_sequences, DEFAULT_BAGS).items()
+            for s, n in _per_split(
+                "--bag-sequences", args.bag_sequences, domain.bag_sequences or DEFAULT_BAGS
+            ).items()
             if s in splits
         },
         camera_effects=not args.no_camera_effects,
-        rig_preset=args.rig,
+        rig_preset=args.rig or "random",
+        domain=args.domain,
     )
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")

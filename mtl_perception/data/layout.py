@@ -16,6 +16,9 @@ validity mask (True where labelled, far included). Semantic PNGs are uint8 class
 
 Version history: 1 = 0 meant "invalid" for sky and beyond range alike; 2 = the ``FAR`` sentinel and
 a per-sequence random rig (drawn from the sequence seed, recorded in calib.json's ``rig``).
+
+The manifest's ``config.domain`` names a held-out generator domain (``mtl_perception.sim.domains``:
+evaluation and adaptation only, never training); absent, the dataset is the default training world.
 """
 
 from __future__ import annotations

@@ -54,6 +54,30 @@ class Lighting:
             sky_horizon=tuple(float(c) for c in horizon),
         )
 
+    @staticmethod
+    def dusk(rng: np.random.Generator) -> Lighting:
+        """A low warm sun in a dim sky (the held-out domain): elevation 3-14 deg where training
+        draws 17-74 deg, orange light, less ambient light, long shadows, an orange horizon."""
+        azimuth, elevation = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.25)
+        return Lighting(
+            direction=(
+                float(np.cos(azimuth) * np.cos(elevation)),
+                float(np.sin(azimuth) * np.cos(elevation)),
+                float(np.sin(elevation)),
+            ),
+            color=(1.0, float(rng.uniform(0.7, 0.82)), float(rng.uniform(0.45, 0.6))),
+            ambient=float(rng.uniform(0.3, 0.4)),
+            diffuse=float(rng.uniform(0.6, 0.75)),
+            specular=float(rng.uniform(0.05, 0.15)),
+            shadow=True,
+            sky_top=(float(rng.uniform(30, 60)), float(rng.uniform(45, 75)), float(rng.uniform(95, 135))),
+            sky_horizon=(
+                float(rng.uniform(215, 245)),
+                float(rng.uniform(135, 170)),
+                float(rng.uniform(90, 125)),
+            ),
+        )
+
 
 @dataclass(frozen=True)
 class CameraEffects:
@@ -77,6 +101,96 @@ class CameraEffects:
             out = cv2.GaussianBlur(out, (0, 0), sigma)
         out += rng.normal(0.0, noise, size=out.shape).astype(np.float32)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def apply_pair(
+        self, left: np.ndarray, right: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both views of one frame: shared exposure and noise level, then each view on its own."""
+        exposure, noise = self.frame_exposure(rng)
+        left = self.apply(left, exposure, noise, rng)
+        return left, self.apply(right, exposure, noise, rng)
+
+
+@dataclass(frozen=True)
+class SensorModel:
+    """The image chain of a real stereo camera, for the held-out domain (``sim.domains``).
+
+    What ``CameraEffects`` lacks and a robot's cameras have: a white-balance colour cast, lens
+    vignetting, motion blur, signal-dependent (shot) noise and a tone curve. Each camera of the pair
+    keeps its own small white-balance and vignetting differences for the whole sequence (two real
+    cameras never match); exposure and motion blur are shared per frame (synced shutters, one
+    vehicle), gain jitter and noise are per view.
+    """
+
+    exposure_range: tuple[float, float] = (1.1, 1.4)  # auto-exposure lifting a dim scene
+    gain_sigma: float = 0.02  # per view and frame: two auto-exposures never agree exactly
+    white_balance: tuple[float, float, float] = (1.06, 1.0, 0.88)  # RGB gains: a warm cast
+    white_balance_sigma: float = 0.02  # per camera
+    vignetting: float = 0.4  # brightness lost at the image corners
+    vignetting_sigma: float = 0.05  # per camera
+    centre_sigma: float = 0.02  # per camera offset of the vignetting centre, fraction of width
+    motion_blur_px: tuple[float, float] = (0.0, 4.0)  # blur length at 512 px width
+    read_noise: tuple[float, float] = (1.5, 3.0)  # Gaussian sigma, 8-bit units
+    shot_noise: float = 0.15  # noise variance per 8-bit unit of signal: sigma ~5 at mid-grey
+    gamma: float = 1.15  # out = in ** gamma on 0..1: a tone curve that darkens the mid-tones
+
+    def cameras(self, rng: np.random.Generator, height: int, width: int) -> CameraPair:
+        """The two cameras of one sequence: per-camera gain maps (white balance x vignetting)."""
+        rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+        gains = []
+        for _ in range(2):
+            cx, cy = (np.array([width, height]) - 1) / 2 + rng.normal(0.0, self.centre_sigma * width, 2)
+            r2 = ((cols - cx) ** 2 + (rows - cy) ** 2) / ((width / 2) ** 2 + (height / 2) ** 2)
+            strength = self.vignetting + rng.normal(0.0, self.vignetting_sigma)
+            vignette = np.clip(1.0 - strength * r2, 0.0, 1.0)
+            balance = np.array(self.white_balance) * rng.normal(1.0, self.white_balance_sigma, 3)
+            gains.append((vignette[..., None] * balance).astype(np.float32))
+        return CameraPair(self, gains[0], gains[1])
+
+
+def motion_kernel(length: float, angle: float) -> np.ndarray | None:
+    """Normalised line kernel of ``length`` pixels at ``angle`` (rad from horizontal); None under 1 px."""
+    if length < 1.0:
+        return None
+    size = int(np.ceil(length)) | 1
+    kernel = np.zeros((size, size), dtype=np.float32)
+    t = np.linspace(-length / 2, length / 2, 8 * size)
+    c = (size - 1) / 2
+    np.add.at(
+        kernel, (np.rint(c + t * np.sin(angle)).astype(int), np.rint(c + t * np.cos(angle)).astype(int)), 1.0
+    )
+    return kernel / kernel.sum()
+
+
+@dataclass(frozen=True)
+class CameraPair:
+    """One sequence's two cameras of a ``SensorModel`` (per-camera HxWx3 gain maps)."""
+
+    model: SensorModel
+    left_gain: np.ndarray
+    right_gain: np.ndarray
+
+    def apply_pair(
+        self, left: np.ndarray, right: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both views of one frame, uint8 HxWx3 in and out, deterministic given ``rng``."""
+        m = self.model
+        exposure = float(rng.uniform(*m.exposure_range))
+        read = float(rng.uniform(*m.read_noise))
+        # Mostly horizontal: the vehicle yaws and moves forward; a little vertical shake.
+        length = float(rng.uniform(*m.motion_blur_px)) * left.shape[1] / 512.0
+        kernel = motion_kernel(length, float(rng.normal(0.0, 0.3)))
+        views = []
+        for image, gain_map in ((left, self.left_gain), (right, self.right_gain)):
+            out = image.astype(np.float32)
+            if kernel is not None:
+                out = cv2.filter2D(out, -1, kernel, borderType=cv2.BORDER_REFLECT)
+            out *= gain_map * (exposure * float(rng.normal(1.0, m.gain_sigma)))
+            sigma = np.sqrt(read**2 + m.shot_noise * np.maximum(out, 0.0))
+            out += sigma * rng.standard_normal(out.shape, dtype=np.float32)
+            out = 255.0 * (np.clip(out, 0.0, 255.0) / 255.0) ** m.gamma
+            views.append(np.rint(out).astype(np.uint8))
+        return views[0], views[1]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 from mtl_perception.data import layout
 from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
+from mtl_perception.sim.domains import DOMAINS, Domain
 from mtl_perception.sim.rig import RigRanges, StereoRig, random_rig
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
@@ -54,6 +55,14 @@ class GeneratorConfig:
     camera_effects: bool = True
     rig_preset: str = "random"
     rig_ranges: RigRanges = field(default_factory=RigRanges)
+    # "default": the training world; "unseen": the held-out domain (sim/domains.py), never trained on.
+    domain: str = "default"
+
+    @property
+    def domain_preset(self) -> Domain:
+        if self.domain not in DOMAINS:
+            raise UserError(f"unknown domain {self.domain!r}; choose from {list(DOMAINS)}")
+        return DOMAINS[self.domain]
 
     def rig(self) -> StereoRig:
         """The fixed stereo rig of the config's fields; raises UserError on an unusable geometry."""
@@ -73,8 +82,11 @@ class GeneratorConfig:
         """The rig of the sequence with ``seed`` (far plane at its far limit); same seed, same rig.
 
         Drawn from its own stream ``[seed, 3]`` so the world, drive and lighting of a seed do not
-        depend on the preset.
+        depend on the preset. A domain with its own rig (a robot's camera) uses that one.
         """
+        domain_rig = self.domain_preset.rig
+        if domain_rig is not None:
+            return domain_rig.rig(self.width, self.height)
         if self.rig_preset == "fixed":
             return self.rig().with_far_limit()
         try:
@@ -87,6 +99,8 @@ class GeneratorConfig:
         self.rig()
         if self.rig_preset not in RIG_PRESETS:
             raise UserError(f"unknown rig preset {self.rig_preset!r}; choose from {list(RIG_PRESETS)}")
+        if self.domain_preset.rig is not None and self.rig_preset != "random":
+            raise UserError(f"domain {self.domain!r} brings its own rig; do not combine it with a rig preset")
         for name in ("sequences", "frames", "bag_sequences"):
             counts = getattr(self, name)
             unknown = sorted(set(counts) - set(layout.SPLITS))
@@ -113,7 +127,11 @@ class SequenceJob:
 
     @property
     def seed(self) -> int:
-        return layout.sequence_seed(self.config.seed, self.split, self.index)
+        # A held-out domain shifts every seed so that no scene of it is also a training scene.
+        return (
+            layout.sequence_seed(self.config.seed, self.split, self.index)
+            + self.config.domain_preset.seed_offset
+        )
 
     @property
     def frames(self) -> int:
@@ -161,12 +179,12 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     """
     import pybullet as p  # heavy; only in the worker
 
-    from mtl_perception.sim.camera import CameraEffects, Lighting, render_stereo
+    from mtl_perception.sim.camera import render_stereo
     from mtl_perception.sim.ego import drive
     from mtl_perception.sim.road import random_road
     from mtl_perception.sim.world import build_world
 
-    config, rig = job.config, job.config.sequence_rig(job.seed)
+    config, rig, domain = job.config, job.config.sequence_rig(job.seed), job.config.domain_preset
     final = layout.sequence_dir(job.root, job.split, job.name)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job.name}-", dir=final.parent))
@@ -177,11 +195,17 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
         travel = job.frames * speed / config.rate_hz
         road = random_road(rng, length=travel + 160.0)
         world = build_world(
-            client, road, rng, tmp / "textures", density=config.density, terrain_margin=rig.far
+            client,
+            road,
+            rng,
+            tmp / "textures",
+            density=config.density,
+            terrain_margin=rig.far,
+            restyle=domain.texture_restyle(job.seed),
         )
-        lighting = Lighting.random(rng)
+        lighting = domain.lighting(rng)
         states = drive(road, np.random.default_rng([job.seed, 1]), job.frames, config.rate_hz, speed)
-        effects = CameraEffects()
+        effects = domain.camera_effects(job.seed, rig)
         for kind in layout.FRAME_DIRS:
             (tmp / kind).mkdir()
         rows = []
@@ -190,10 +214,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
             view = render_stereo(world, rig, state.xy, state.yaw, lighting)
             left, right = view.left, view.right
             if config.camera_effects:
-                frame_rng = np.random.default_rng([job.seed, 2, frame])
-                exposure, noise = effects.frame_exposure(frame_rng)
-                left = effects.apply(left, exposure, noise, frame_rng)
-                right = effects.apply(right, exposure, noise, frame_rng)
+                left, right = effects.apply_pair(left, right, np.random.default_rng([job.seed, 2, frame]))
             stem = f"{layout.frame_stem(frame)}.png"
             _write_png(tmp / layout.LEFT_DIR / stem, left)
             _write_png(tmp / layout.RIGHT_DIR / stem, right)
@@ -347,7 +368,7 @@ def generate_dataset(
         "format": layout.FORMAT,
         "version": layout.VERSION,
         "classes": class_table(),
-        "config": _plain(dataclasses.asdict(config)),
+        "config": _manifest_config(config),
         "splits": {split: [j.name for j in jobs if j.split == split] for split in layout.SPLITS},
         "sequences": {job.name: entries[job.name] for job in jobs},
     }
@@ -368,6 +389,15 @@ class _BarQueue:
 
     def put(self, n: int) -> None:
         self.bar.update(n)
+
+
+def _manifest_config(config: GeneratorConfig) -> dict[str, Any]:
+    """The config as stored in the manifest; no ``domain`` key means the default domain, so default
+    manifests stay byte-identical to those written before domains existed."""
+    plain = _plain(dataclasses.asdict(config))
+    if plain["domain"] == "default":
+        del plain["domain"]
+    return plain
 
 
 def _plain(value: Any) -> Any:

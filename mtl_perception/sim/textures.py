@@ -104,3 +104,117 @@ def write_texture(image: np.ndarray, path: Path) -> Path:
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write texture {path}")
     return path
+
+
+# The held-out domain's texture family (sim/domains.py): each restyle keeps the training texture's
+# light/dark detail (windows stay windows) but repaints it in another palette and adds a pattern the
+# training textures never have. Drawn from its own generator so the scene layout, which shares the
+# world's generator with the training textures, is the same in both domains for one seed.
+
+
+def _detail(image: np.ndarray) -> np.ndarray:
+    """Luminance relative to its mean (1 = average), HxW float32."""
+    lum = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return lum / max(float(lum.mean()), 1.0)
+
+
+def _paint(detail: np.ndarray, colour: np.ndarray, contrast: float) -> np.ndarray:
+    img = colour[None, None, :] * (1.0 + contrast * (detail[..., None] - 1.0))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _cracks(rng: np.random.Generator, img: np.ndarray, count: int, shade: float) -> np.ndarray:
+    """Dark random-walk lines (sealed cracks, bark furrows)."""
+    out = img.copy()
+    n = img.shape[0]
+    for _ in range(count):
+        point = rng.uniform(0, n, 2)
+        heading = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(20, 60))):
+            heading += rng.normal(0.0, 0.5)
+            nxt = point + 2.0 * np.array([np.cos(heading), np.sin(heading)])
+            a, b = np.rint(point).astype(int), np.rint(nxt).astype(int)
+            cv2.line(out, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), (0, 0, 0), 1)
+            point = nxt % n
+    return np.where(out == 0, (img * shade).astype(np.uint8), img)
+
+
+def _concrete(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Road: pale worn concrete with patches and sealed cracks instead of dark asphalt."""
+    grey = rng.uniform(125, 160)
+    img = _paint(_detail(image), np.array([grey * 1.04, grey, grey * 0.9]), 0.35)
+    for _ in range(int(rng.integers(1, 4))):
+        x, y = rng.integers(0, TEXTURE_SIZE - 32, 2)
+        w, h = rng.integers(16, 48, 2)
+        img[y : y + h, x : x + w] = (img[y : y + h, x : x + w] * rng.uniform(0.7, 0.85)).astype(np.uint8)
+    return _cracks(rng, img, int(rng.integers(3, 7)), 0.45)
+
+
+def _dry_grass(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Terrain: dry ochre grass with large bare-earth blotches."""
+    straw = np.array([rng.uniform(150, 185), rng.uniform(125, 150), rng.uniform(60, 85)])
+    earth = np.array([rng.uniform(95, 120), rng.uniform(70, 90), rng.uniform(45, 60)])
+    blend = np.clip((value_noise(rng, TEXTURE_SIZE, octaves=2) - 0.35) * 3.0, 0, 1)[..., None]
+    colour = (1 - blend) * straw + blend * earth
+    return np.clip(colour * (1.0 + 0.6 * (_detail(image)[..., None] - 1.0)), 0, 255).astype(np.uint8)
+
+
+def _brick_pavers(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Sidewalk: red brick pavers in running bond with pale mortar, instead of grey slabs."""
+    red = np.array([rng.uniform(150, 185), rng.uniform(65, 90), rng.uniform(50, 70)])
+    img = _paint(_detail(image), red, 0.3).astype(np.float32)
+    rows, cols = 8, 4
+    bh, bw = TEXTURE_SIZE // rows, TEXTURE_SIZE // cols
+    for r in range(rows):
+        shift = (bw // 2) * (r % 2)
+        for c in range(-1, cols):
+            x0 = c * bw + shift
+            sl = (slice(r * bh, (r + 1) * bh), slice(max(x0, 0), max(min(x0 + bw, TEXTURE_SIZE), 0)))
+            img[sl] *= rng.uniform(0.8, 1.15)
+            img[r * bh, :] = 200.0
+            if 0 <= x0 < TEXTURE_SIZE:
+                img[r * bh : (r + 1) * bh, x0] = 200.0
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _siding(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Buildings: earth-tone or pastel walls with horizontal siding courses; the windows stay."""
+    palette = np.array([[185, 150, 110], [150, 170, 160], [200, 185, 150], [120, 95, 80], [170, 120, 100]])
+    colour = palette[int(rng.integers(len(palette)))] * rng.uniform(0.85, 1.1)
+    img = _paint(_detail(image), colour, 0.9)
+    step = int(rng.integers(4, 8))
+    img[::step, :] = (img[::step, :] * 0.75).astype(np.uint8)
+    return img
+
+
+def _autumn(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Vegetation: autumn leaves (orange, red, yellow) instead of green."""
+    colour = np.array([rng.uniform(160, 210), rng.uniform(70, 150), rng.uniform(20, 50)])
+    return _paint(_detail(image), colour, 1.0)
+
+
+def _pale_bark(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Tree trunks: pale grey bark with dark furrows."""
+    grey = rng.uniform(150, 190)
+    return _cracks(rng, _paint(_detail(image), np.array([grey, grey, grey * 0.95]), 0.4), 6, 0.3)
+
+
+def _muted(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Clothing: dark, muted winter colours."""
+    return _paint(_detail(image), rng.uniform(25, 110, size=3), 0.5)
+
+
+RESTYLE_KINDS = {
+    "asphalt": _concrete,
+    "grass": _dry_grass,
+    "paving": _brick_pavers,
+    "facade": _siding,
+    "foliage": _autumn,
+    "bark": _pale_bark,
+    "clothing": _muted,
+}
+
+
+def restyle(kind: str, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The held-out domain's version of a training texture of ``kind`` (RGB uint8, same size)."""
+    return RESTYLE_KINDS[kind](rng, image)

@@ -8,6 +8,7 @@ buffer's object id then maps straight to a class id (lane markings are part of `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from mtl_perception.sim import textures
 from mtl_perception.sim.road import Road
 
 IDENTITY_QUAT = (0.0, 0.0, 0.0, 1.0)
+# (texture kind, training-style texture) -> the texture to use instead (a domain's texture family).
+Restyle = Callable[[str, np.ndarray], np.ndarray]
 PARKING_WIDTH = 2.2  # parking strip on each side of the two lanes, labelled road
 CURB_HEIGHT = 0.15
 SURFACE_Z = 0.02  # road surface above the terrain so the two never z-fight
@@ -82,15 +85,26 @@ class World:
 class _Builder:
     """Creates bodies in one client and records their classes."""
 
-    def __init__(self, client: int, road: Road, rng: np.random.Generator, texture_dir: Path) -> None:
+    def __init__(
+        self,
+        client: int,
+        road: Road,
+        rng: np.random.Generator,
+        texture_dir: Path,
+        restyle: Restyle | None = None,
+    ) -> None:
         self.client = client
         self.rng = rng
         self.texture_dir = texture_dir
+        self.restyle = restyle
         self.world = World(client=client, road=road)
         self._texture_count = 0
 
     def texture(self, kind: str) -> int:
+        # The training texture is always drawn, so the layout draws that follow see the same rng state.
         image = textures.TEXTURE_KINDS[kind](self.rng)
+        if self.restyle is not None:
+            image = self.restyle(kind, image)
         path = textures.write_texture(image, self.texture_dir / f"{self._texture_count:04d}_{kind}.png")
         self._texture_count += 1
         return p.loadTexture(str(path), physicsClientId=self.client)
@@ -234,14 +248,16 @@ def build_world(
     texture_dir: Path,
     density: float = 1.0,
     terrain_margin: float = 150.0,
+    restyle: Restyle | None = None,
 ) -> World:
     """Populate ``client`` with a random street along ``road``; ``density`` scales object counts.
 
     The terrain reaches ``terrain_margin`` metres beyond the road (the camera's far plane, so the
     ground near the horizon ends where the labels turn "infinitely far", not at a visible edge).
+    ``restyle`` replaces every texture (another domain's look); the scene's layout is unchanged.
     """
     p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
-    builder = _Builder(client, road, rng, texture_dir)
+    builder = _Builder(client, road, rng, texture_dir, restyle)
     _add_ground(builder, road, terrain_margin)
     _add_roadside(builder, road, density)
     _add_traffic(builder, road, density)
