@@ -40,7 +40,15 @@ def test_config_refuses_unknown_key_and_wrong_type(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["stereo.yaml", "stereo_procedural.yaml", "stereo_stage3.yaml", "mono.yaml", "ablation.yaml"]
+    "name",
+    [
+        "stereo.yaml",
+        "stereo_procedural.yaml",
+        "stereo_stage3.yaml",
+        "mono.yaml",
+        "ablation.yaml",
+        "uncertainty_mono_small.yaml",
+    ],
 )
 def test_shipped_configs_load(name: str) -> None:
     from mtl_perception.networks import model_config_from_dict

@@ -143,9 +143,10 @@ class CheckpointConfig:
 class DistillConfig:
     """Distillation from a deep-ensemble teacher (training/distill.py); no teachers = off.
 
-    The teacher's outputs are computed once over the training split, un-augmented, into
-    ``targets_dir`` (default ``<output_dir>/teacher_targets``), so the augmentation must not move
-    pixels (zoom_range [1, 1], no crop); colour jitter and right-view occluders are fine.
+    The teacher's outputs are computed once over the training split at the model's input size,
+    un-augmented, into ``targets_dir`` (default ``<output_dir>/teacher_targets``), so the augmentation
+    must not move pixels at random (one zoom value, crop null or the input size); colour jitter and
+    right-view occluders are fine.
     """
 
     teachers: tuple[str, ...] = ()  # checkpoints of the ensemble members (>= 2)

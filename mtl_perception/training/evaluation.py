@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 # One batch of samples -> the model's outputs by exported name (torch tensors, batch first).
 PredictFn = Callable[[dict[str, Any]], dict[str, Tensor]]
+# Sees every batch's outputs (metric depth added) beside the batch, for per-frame statistics.
+ObserveFn = Callable[[dict[str, Tensor], dict[str, Any]], None]
 
 # Fraction of valid ground-truth pixels for which SGBM returned a disparity (reported, not a metric).
 SGBM_DENSITY_KEY = "sgbm_density"
@@ -71,6 +73,7 @@ def evaluate_predictions(
     progress: bool = True,
     desc: str = "evaluate",
     focal_length: float | None = None,
+    observe: ObserveFn | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``predict`` over the batches: the one metrics path every model kind goes through.
 
@@ -89,6 +92,8 @@ def evaluate_predictions(
             add_depth_from_disparity(outputs, batch)
         elif focal_length is not None:
             scale_mono_depth(outputs, batch, focal_length)
+        if observe is not None:
+            observe(outputs, batch)
         metrics.update_frame({k: v.float().cpu() for k, v in outputs.items()}, batch)
     return metrics.compute()
 
@@ -100,8 +105,9 @@ def evaluate_model(
     batches: Iterable[dict[str, Any]],
     max_batches: int | None = None,
     progress: bool = True,
+    observe: ObserveFn | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` (a training network, unwrapped) over the given sample batches."""
+    """Metrics of ``model`` (a training network, unwrapped, or an ``EnsembleNet``) over the batches."""
     from mtl_perception.networks import DeployModel
 
     device = next(model.parameters()).device
@@ -115,7 +121,7 @@ def evaluate_model(
     try:
         focal_length = getattr(getattr(model, "config", None), "focal_length", None)
         return evaluate_predictions(
-            predict, stereo, batches, max_batches, progress, focal_length=focal_length
+            predict, stereo, batches, max_batches, progress, focal_length=focal_length, observe=observe
         )
     finally:
         model.train(was_training)

@@ -194,10 +194,12 @@ class Trainer:
 
         augmentation = self.config.data.augmentation
         size = tuple(self.model_config.input_size)
-        if tuple(augmentation.zoom_range) != (1.0, 1.0) or augmentation.crop_size not in (None, size):
+        zoom = tuple(augmentation.zoom_range)
+        if zoom[0] != zoom[1] or augmentation.crop_size not in (None, size):
             raise UserError(
-                "distillation stores the teacher's outputs for un-augmented frames: set "
-                "data.augmentation.zoom_range to [1, 1] and crop_size to null"
+                "distillation stores the teacher's outputs for frames at the model's input size: the "
+                "augmentation must not move pixels at random (one data.augmentation.zoom_range value, "
+                "e.g. [1, 1], and crop_size null or the input size)"
             )
         cfg = self.config.distill
         directory = Path(cfg.targets_dir) if cfg.targets_dir else self.output_dir / "teacher_targets"
