@@ -1,0 +1,246 @@
+"""Uncertainty comparison (issue 12): single model, deep ensemble, distilled student, in and out of domain.
+
+    python benchmarks/uncertainty_table.py \\
+        --model stereo/single=runs/unc/stereo_s0/best.pt \\
+        --model stereo/ensemble=runs/unc/stereo_s0/best.pt,runs/unc/stereo_s1/best.pt,... \\
+        --model stereo/student=runs/unc/stereo_student/best.pt \\
+        --data data/synthetic --unseen data/unseen --json benchmarks/results/uncertainty.json
+
+Each ``--model LABEL=CKPT[,CKPT...]`` is one row: one checkpoint is a single network, several are a
+deep ensemble (``training.distill.EnsembleNet``: mean probabilities, total variance). Stereo and mono
+rows may be mixed; each is scored on the split at its own input size.
+
+- In domain: the ``--split`` (default test) of ``--data``: task metrics and every uncertainty measure
+  of the README's "Uncertainty measures" (ECE, NLL, AUSE, AUROC, ±1/±2 sigma coverage).
+- Out of distribution (never trained or selected on): the held-out generator domain ``--unseen`` (its
+  ``--split``), and the in-domain frames corrupted by each fixed recipe of ``data/corruptions.py``.
+  Per set: AUROC of a frame's mean uncertainty for telling its frames from the in-domain ones
+  (segmentation: mean normalised entropy; stereo: mean disparity sigma in px; mono: mean sigma / depth),
+  and the per-image sigma-error Spearman correlation on that set.
+- frames/s: the torch network (``DeployModel``) on this CPU at batch 1, ``--threads`` threads: the
+  relative cost of the rows (the shipped models' ONNX Runtime figures are in the model card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.functional.classification import binary_auroc
+
+from mtl_perception.data.corruptions import RECIPES, corrupt_pair, frame_seed
+from mtl_perception.data.datasets import build_dataset
+from mtl_perception.networks import DeployModel, load_checkpoint
+from mtl_perception.training.distill import EnsembleNet
+from mtl_perception.training.evaluation import evaluate_model, json_safe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_row(paths: list[str]) -> nn.Module:
+    """One checkpoint: that network; several: their deep ensemble."""
+    members = [load_checkpoint(path)[0] for path in paths]
+    return members[0] if len(members) == 1 else EnsembleNet(members)
+
+
+class CorruptedFrames(Dataset):
+    """``dataset``'s samples with both views corrupted by ``recipe`` (seeded per frame); labels kept."""
+
+    def __init__(self, dataset: Dataset, recipe: str):
+        self.dataset = dataset
+        self.recipe = recipe
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.dataset[index])
+        views = [
+            (sample[k].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8) for k in ("left", "right")
+        ]
+        seed = frame_seed(str(sample.get("sequence", "")), int(sample.get("frame", index)))
+        left, right = corrupt_pair(views[0], views[1], self.recipe, seed)
+        sample["left"], sample["right"] = (
+            torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))).float() / 255.0
+            for v in (left, right)
+        )
+        return sample
+
+
+@dataclass
+class FrameUncertainty:
+    """Per-frame mean uncertainty (the ``observe`` hook of ``evaluate_model``)."""
+
+    stereo: bool
+    semantic: list[float] = field(default_factory=list)
+    geometry: list[float] = field(default_factory=list)
+
+    def __call__(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
+        if "semantic_uncertainty" in outputs:
+            self.semantic += outputs["semantic_uncertainty"].float().flatten(1).mean(1).tolist()
+        if self.stereo and "disparity_uncertainty" in outputs:
+            self.geometry += outputs["disparity_uncertainty"].float().flatten(1).mean(1).tolist()
+        elif not self.stereo and "depth_uncertainty" in outputs:
+            relative = outputs["depth_uncertainty"].float() / outputs["depth"].float().clamp_min(1e-3)
+            self.geometry += relative.flatten(1).mean(1).tolist()
+
+
+def separation_auroc(in_domain: list[float], out_of_domain: list[float]) -> float:
+    """AUROC of a per-frame score for telling out-of-domain frames (positives) from in-domain ones."""
+    if not in_domain or not out_of_domain:
+        return float("nan")
+    scores = torch.tensor(in_domain + out_of_domain)
+    labels = torch.tensor([0] * len(in_domain) + [1] * len(out_of_domain))
+    return float(binary_auroc(scores, labels))
+
+
+def frames_per_second(model: nn.Module, threads: int, frames: int = 10) -> float:
+    deploy = DeployModel(model)
+    inputs = deploy.example_inputs()
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        for _ in range(2):
+            deploy(*inputs)
+        start = time.perf_counter()
+        for _ in range(frames):
+            deploy(*inputs)
+    return frames / (time.perf_counter() - start)
+
+
+def score_set(model: nn.Module, dataset: Dataset) -> tuple[dict[str, Any], FrameUncertainty]:
+    stereo = model.config.mode == "stereo"
+    frames = FrameUncertainty(stereo)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False)
+    metrics = evaluate_model(model, stereo, loader, observe=frames)
+    return metrics, frames
+
+
+IN_DOMAIN_COLUMNS = (
+    ("mIoU", "miou"),
+    ("D1", "d1_all"),
+    ("EPE", "epe"),
+    ("AbsRel", "abs_rel"),
+    ("seg ECE", "seg_ece"),
+    ("seg NLL*", "seg_nll_toplabel"),
+    ("seg AUSE", "seg_ause"),
+    ("seg AUROC", "seg_auroc"),
+    ("geo NLL", "{g}_nll"),
+    ("geo AUSE", "{g}_ause"),
+    ("geo AUROC", "{g}_auroc_{outlier}"),
+    ("cov 1σ", "{g}_coverage_1sigma"),
+    ("cov 2σ", "{g}_coverage_2sigma"),
+)
+
+
+def _value(metrics: dict[str, Any], key: str, stereo: bool) -> float:
+    geometry, outlier = ("disparity", "d1") if stereo else ("depth", "delta1")
+    value = metrics.get(key.format(g=geometry, outlier=outlier), float("nan"))
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def _cell(value: float) -> str:
+    return "-" if value != value else f"{value:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, metavar="LABEL=CKPT[,CKPT...]")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic")
+    parser.add_argument("--unseen", type=Path, default=ROOT / "data" / "unseen", help="held-out domain root")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--recipes", nargs="*", default=sorted(RECIPES), help="corruption recipes to score")
+    parser.add_argument("--max-frames", type=int, default=0, help="0 = every frame of each set")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "uncertainty.json")
+    args = parser.parse_args()
+
+    rows = []
+    for text in args.model:
+        label, _, paths = text.partition("=")
+        if not paths:
+            raise SystemExit(f"--model {text!r}: expected LABEL=CKPT[,CKPT...]")
+        rows.append((label, paths.split(",")))
+
+    def limited(dataset: Dataset) -> Dataset:
+        count = len(dataset) if args.max_frames <= 0 else min(args.max_frames, len(dataset))  # type: ignore[arg-type]
+        return torch.utils.data.Subset(dataset, range(count))
+
+    report: dict[str, Any] = {
+        "host": platform.node(),
+        "data": str(args.data),
+        "split": args.split,
+        "rows": {},
+    }
+    for label, paths in rows:
+        model = load_row(paths)
+        stereo = model.config.mode == "stereo"
+        size = tuple(model.config.input_size)
+        in_domain = limited(build_dataset("synthetic", args.data, args.split, eval_size=size))
+        metrics, frames_in = score_set(model, in_domain)
+        row: dict[str, Any] = {
+            "mode": model.config.mode,
+            "members": len(paths),
+            "checkpoints": paths,
+            "frames_per_second": frames_per_second(model, args.threads),
+            "in_domain": metrics,
+            "out_of_domain": {},
+        }
+        sets: dict[str, Dataset] = {f"corrupted/{r}": CorruptedFrames(in_domain, r) for r in args.recipes}
+        if args.unseen.is_dir():
+            sets["unseen_domain"] = limited(
+                build_dataset("synthetic", args.unseen, args.split, eval_size=size)
+            )
+        for name, dataset in sets.items():
+            ood_metrics, frames_out = score_set(model, dataset)
+            geometry = "disparity" if stereo else "depth"
+            row["out_of_domain"][name] = {
+                "frames": len(frames_out.semantic) or len(frames_out.geometry),
+                "auroc_semantic": separation_auroc(frames_in.semantic, frames_out.semantic),
+                "auroc_geometry": separation_auroc(frames_in.geometry, frames_out.geometry),
+                "spearman_sigma_error": ood_metrics.get(f"{geometry}_spearman", float("nan")),
+                "metrics": ood_metrics,
+            }
+        report["rows"][label] = row
+        print(f"{label}: done ({len(paths)} checkpoint(s))")
+
+    header = ["row", "mode", "M", *(name for name, _ in IN_DOMAIN_COLUMNS), "frames/s"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for label, row in report["rows"].items():
+        stereo = row["mode"] == "stereo"
+        cells = [_cell(_value(row["in_domain"], key, stereo)) for _, key in IN_DOMAIN_COLUMNS]
+        lines.append(
+            f"| {label} | {row['mode']} | {row['members']} | "
+            + " | ".join(cells)
+            + f" | {row['frames_per_second']:.2f} |"
+        )
+    lines += [
+        "",
+        "| row | out-of-domain set | AUROC (seg) | AUROC (geometry) | Spearman σ-error |",
+        "|---|---|---|---|---|",
+    ]
+    for label, row in report["rows"].items():
+        for name, ood in row["out_of_domain"].items():
+            lines.append(
+                f"| {label} | {name} | {_cell(ood['auroc_semantic'])} | {_cell(ood['auroc_geometry'])} | "
+                f"{_cell(float(ood['spearman_sigma_error']))} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    print("(seg NLL*: top-label NLL; nominal coverage: see the JSON, per distribution)")
+    report["table"] = table
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""benchmarks/uncertainty_table.py: the comparison of single model, ensemble and student runs end to end
+on tiny checkpoints and a tiny dataset; its pieces have known answers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from fixtures_data import make_synthetic
+from fixtures_training import tiny_model_dict
+
+from mtl_perception.data.datasets import build_dataset
+from mtl_perception.networks import build_model, model_config_from_dict, save_checkpoint
+
+
+def _script() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "uncertainty_table.py"
+    spec = importlib.util.spec_from_file_location("uncertainty_table", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_separation_auroc_has_known_answers() -> None:
+    script = _script()
+    assert script.separation_auroc([0.1, 0.2], [0.5, 0.6]) == 1.0  # out of domain all more uncertain
+    assert script.separation_auroc([0.5, 0.6], [0.1, 0.2]) == 0.0
+    assert script.separation_auroc([0.1, 0.5], [0.1, 0.5]) == pytest.approx(0.5)
+
+
+def test_corrupted_frames_change_the_views_and_keep_the_labels(tmp_path: Path) -> None:
+    make_synthetic(tmp_path, {"test": 1})
+    dataset = build_dataset("synthetic", tmp_path, "test", eval_size=(64, 128))
+    corrupted = _script().CorruptedFrames(dataset, "gaussian_blur")[0]
+    clean = dataset[0]
+    assert not torch.equal(corrupted["left"], clean["left"]) and not torch.equal(
+        corrupted["right"], clean["right"]
+    )
+    for key in ("semantic", "disparity", "depth"):
+        assert torch.equal(corrupted[key], clean[key])
+
+
+def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, monkeypatch) -> None:
+    make_synthetic(tmp_path / "data", {"test": 2})
+    make_synthetic(tmp_path / "unseen", {"test": 2}, seed=3)
+    config = model_config_from_dict(tiny_model_dict("stereo"))
+    paths = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        paths.append(str(save_checkpoint(tmp_path / f"m{seed}.pt", build_model(config), config)))
+    out = tmp_path / "table.json"
+    argv = [
+        "uncertainty_table.py",
+        "--model",
+        f"single={paths[0]}",
+        "--model",
+        f"ensemble={paths[0]},{paths[1]}",
+    ]
+    argv += ["--data", str(tmp_path / "data"), "--unseen", str(tmp_path / "unseen"), "--recipes", "darkness"]
+    argv += ["--threads", "1", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    _script().main()
+    report = json.loads(out.read_text())
+    single, ensemble = report["rows"]["single"], report["rows"]["ensemble"]
+    assert (single["members"], ensemble["members"]) == (1, 2)
+    for row in (single, ensemble):
+        assert set(row["out_of_domain"]) == {"corrupted/darkness", "unseen_domain"}
+        assert row["in_domain"]["disparity_coverage_2sigma"] is not None
+        for ood in row["out_of_domain"].values():
+            assert ood["frames"] == 2 and 0.0 <= ood["auroc_semantic"] <= 1.0
+    # The ensemble of two different networks is not either of them.
+    assert ensemble["in_domain"]["epe"] != single["in_domain"]["epe"]
+    assert "| ensemble | stereo | 2 |" in report["table"]
