@@ -11,6 +11,7 @@ from mtl_perception.errors import UserError
 PERCEPTION_MODES = ("stereo", "mono")
 # Mono models: metadata key of the focal length (px at the input width) their metric depth is for.
 FOCAL_LENGTH_KEY = "focal_length"
+UNCERTAINTY_DISTRIBUTION_KEY = "uncertainty_distribution"
 STEERING_MODE = "steering"
 
 
@@ -52,6 +53,12 @@ class ModelInfo:
         """Mono: the focal length (px at the input width) the depth is learned for; None if unstated."""
         value = self.extra.get(FOCAL_LENGTH_KEY)
         return float(value) if value is not None else None
+
+    @property
+    def uncertainty_distribution(self) -> str:
+        """What the ``*_uncertainty`` standard deviations describe (laplace | gaussian); files written
+        before it was recorded came from Laplace heads, every shipped config's."""
+        return self.extra.get(UNCERTAINTY_DISTRIBUTION_KEY, "laplace")
 
     @property
     def num_classes(self) -> int:

@@ -8,7 +8,7 @@ from torch import nn
 from mtl_perception import __version__
 from mtl_perception.contract import MONO_INPUTS, MONO_OUTPUTS, STEREO_INPUTS, STEREO_OUTPUTS
 from mtl_perception.data.labels import class_table
-from mtl_perception.model_info import FOCAL_LENGTH_KEY, ModelInfo
+from mtl_perception.model_info import FOCAL_LENGTH_KEY, UNCERTAINTY_DISTRIBUTION_KEY, ModelInfo
 from mtl_perception.networks.config import ModelConfig, StereoNetConfig
 from mtl_perception.networks.heads import log_scale_to_std, softmax_confidence, upsample
 
@@ -86,9 +86,9 @@ class DeployModel(nn.Module):
 def describe_deploy_model(deploy: DeployModel, config: ModelConfig) -> ModelInfo:
     """The ModelInfo of a DeployModel built from ``config`` (what export writes into the ONNX file)."""
     height, width = (int(v) for v in config.input_size)
-    extra = {}
+    extra = {UNCERTAINTY_DISTRIBUTION_KEY: str(config.uncertainty_distribution)}
     if config.mode == "mono":
-        extra = {
+        extra |= {
             "min_depth": repr(float(config.min_depth)),
             "max_depth": repr(float(config.max_depth)),
             FOCAL_LENGTH_KEY: repr(float(config.focal_length)),

@@ -59,10 +59,18 @@ class ReplayEvaluator:
     ``frame_count`` (frames in the bag) places ``panel_count`` report panels evenly over the bag.
     """
 
-    def __init__(self, stereo: bool, frame_count: int, panel_count: int = 6, max_depth: float = 80.0) -> None:
+    def __init__(
+        self,
+        stereo: bool,
+        frame_count: int,
+        panel_count: int = 6,
+        max_depth: float = 80.0,
+        distribution: str = "laplace",
+    ) -> None:
         self.stereo = stereo
         self.max_depth = max_depth
-        self.metrics = MultiTaskMetrics(stereo, max_depth=max_depth)
+        self.distribution = distribution  # the model's uncertainty heads (ModelInfo)
+        self.metrics = MultiTaskMetrics(stereo, max_depth=max_depth, distribution=distribution)
         self.records: list[FrameRecord] = []
         self.panels: list[dict[str, Any]] = []
         self._panel_targets = sorted(
@@ -84,7 +92,9 @@ class ReplayEvaluator:
             outputs = {k: v for k, v in prediction.items() if k != "steering"}
             _check_sizes(frame, outputs, sample)
             # Each frame is scored once: its own metrics give the timeline, then join the pooled ones.
-            frame_metrics = MultiTaskMetrics(self.stereo, max_depth=self.max_depth)
+            frame_metrics = MultiTaskMetrics(
+                self.stereo, max_depth=self.max_depth, distribution=self.distribution
+            )
             frame_metrics.update_frame(outputs, sample)
             record.metrics = _timeline_metrics(frame_metrics)
             self.metrics.merge(frame_metrics)

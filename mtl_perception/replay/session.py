@@ -97,7 +97,9 @@ def run_replay(options: ReplayOptions) -> ReplayOutcome:
     source = BagSource(options.bag, options.topics, stereo=info.is_stereo)
     total = source.frame_count if options.max_frames is None else min(source.frame_count, options.max_frames)
     options.out.mkdir(parents=True, exist_ok=True)
-    evaluator = ReplayEvaluator(info.is_stereo, total, options.panels)
+    evaluator = ReplayEvaluator(
+        info.is_stereo, total, options.panels, distribution=info.uncertainty_distribution
+    )
     bag_path = options.out / PREDICTIONS_BAG
     if bag_path.exists():
         raise UserError(f"{bag_path} already exists; remove it or choose another --out")

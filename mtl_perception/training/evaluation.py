@@ -53,7 +53,9 @@ def add_depth_from_disparity(outputs: dict[str, Tensor], batch: dict[str, Any]) 
     depth = focal_baseline / shifted.clamp_min(1e-3)
     outputs["depth"] = torch.where(disparity > 0, depth, torch.zeros_like(depth))
     if "disparity_uncertainty" in outputs:
-        outputs["depth_uncertainty"] = depth.square() / focal_baseline * outputs["disparity_uncertainty"]
+        sigma = depth.square() / focal_baseline * outputs["disparity_uncertainty"]
+        # No disparity, no depth estimate: NaN (scored as "no estimate"), not a confident 0.
+        outputs["depth_uncertainty"] = torch.where(disparity > 0, sigma, torch.full_like(sigma, float("nan")))
 
 
 def scale_mono_depth(outputs: dict[str, Tensor], batch: dict[str, Any], focal_length: float) -> None:
@@ -74,8 +76,11 @@ def evaluate_predictions(
     desc: str = "evaluate",
     focal_length: float | None = None,
     observe: ObserveFn | None = None,
+    distribution: str = "laplace",
 ) -> dict[str, Any]:
     """Metrics of ``predict`` over the batches: the one metrics path every model kind goes through.
+
+    ``distribution`` is what the model's uncertainty heads assume (regression NLL, nominal coverage).
 
     Stereo models get metric depth (and its uncertainty) from their disparity and the sample's
     calibration, as the runtime pipeline publishes it; mono models with a ``focal_length`` get their
@@ -85,7 +90,7 @@ def evaluate_predictions(
     labelled pixel including "infinitely far" ones (truth 0 px: predicting 10 px there is an error);
     AbsRel/RMSE/δ over labelled pixels of finite depth only (+inf has no relative error).
     """
-    metrics = MultiTaskMetrics(stereo=stereo)
+    metrics = MultiTaskMetrics(stereo=stereo, distribution=distribution)
     for batch in tqdm(islice(batches, max_batches), desc=desc, disable=not progress, leave=False):
         outputs = predict(batch)
         if stereo:
@@ -119,9 +124,15 @@ def evaluate_model(
         return dict(zip(deploy.output_names, values, strict=True))
 
     try:
-        focal_length = getattr(getattr(model, "config", None), "focal_length", None)
         return evaluate_predictions(
-            predict, stereo, batches, max_batches, progress, focal_length=focal_length, observe=observe
+            predict,
+            stereo,
+            batches,
+            max_batches,
+            progress,
+            focal_length=getattr(model.config, "focal_length", None),
+            observe=observe,
+            distribution=model.config.uncertainty_distribution,
         )
     finally:
         model.train(was_training)
@@ -165,6 +176,7 @@ def evaluate_backend(
         progress,
         backend.name,
         focal_length=backend.info.focal_length,
+        distribution=backend.info.uncertainty_distribution,
     )
 
 
