@@ -221,3 +221,17 @@ def test_mono_depth_is_supervised_in_the_canonical_camera() -> None:
     assert terms["depth"].item() == pytest.approx(0.0, abs=1e-10)
     _, terms = loss({"depth": batch["depth"][:, None]}, batch)  # ignores the camera: log(2)^2 on image 0
     assert terms["depth"].item() == pytest.approx(math.log(2.0) ** 2 / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("distribution", ["laplace", "gaussian"])
+def test_nll_of_exact_answers_is_bounded_below(distribution: str) -> None:
+    """A far pixel predicted at exactly 0 px: shrinking the scale further must not keep lowering the loss
+    (it did, until exp(-log_scale) overflowed and the loss became NaN)."""
+    zero = torch.zeros(1, 4)
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    floor = nll_loss(zero, torch.full((1, 4), math.log(1e-3)), zero, valid, distribution)
+    log_scale = torch.full((1, 4), -200.0, requires_grad=True)
+    loss = nll_loss(zero, log_scale, zero, valid, distribution)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(floor.item())
+    loss.backward()
+    assert torch.isfinite(log_scale.grad).all() and (log_scale.grad == 0).all()

@@ -236,7 +236,10 @@ def expected_nll(
     mean sigma_t sqrt(2/pi) exp(-delta^2 / 2 sigma_t^2) + delta erf(delta / (sigma_t sqrt 2)).
     Minimised by the student's mean at the teacher's and its spread at the teacher's.
     """
+    from mtl_perception.training.losses import MIN_LOG_SCALE
+
     delta = target_mean - mean
+    log_scale = log_scale.clamp_min(MIN_LOG_SCALE)  # see MIN_LOG_SCALE: keeps exp(-log_scale) finite
     if distribution == "gaussian":
         return log_scale + (delta.square() + target_std.square()) * torch.exp(-2.0 * log_scale) / 2.0
     sigma = target_std.clamp_min(1e-6)

@@ -7,6 +7,8 @@ reaches every head (DDP needs that) and no term is ever NaN.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -87,6 +89,12 @@ def regression_loss(pred: Tensor, target: Tensor, valid: Tensor, kind: str) -> T
     return fn(pred[valid], target[valid])
 
 
+# Floor of the predicted scale in the NLL (output units: px or m), far below any real error. Without it
+# the NLL of an exactly-zero residual (a far pixel predicted at exactly 0 px) falls without bound as the
+# scale shrinks, until exp(-log_scale) overflows and 0 * inf = NaN (a stage-3 run died of it at step 1229).
+MIN_LOG_SCALE = math.log(1e-3)
+
+
 def nll_loss(mean: Tensor, log_scale: Tensor, target: Tensor, valid: Tensor, distribution: str) -> Tensor:
     """Negative log-likelihood (constants dropped) of ``target`` under Laplace(mean, b) or N(mean, σ²).
 
@@ -98,7 +106,7 @@ def nll_loss(mean: Tensor, log_scale: Tensor, target: Tensor, valid: Tensor, dis
     if not valid.any():
         return _zero_like(log_scale)
     residual = (target - mean)[valid]
-    s = log_scale[valid]
+    s = log_scale[valid].clamp_min(MIN_LOG_SCALE)
     if distribution == "laplace":
         return (residual.abs() * torch.exp(-s) + s).mean()
     return (0.5 * residual.square() * torch.exp(-2.0 * s) + s).mean()
