@@ -16,6 +16,7 @@ from mtl_perception.data import rosbag_io
 from mtl_perception.data.procedural import ProceduralConfig, layered_pair
 from mtl_perception.errors import UserError
 from mtl_perception.networks import build_model, load_checkpoint, save_checkpoint
+from mtl_perception.replay.stereo_bags import bag_accuracy, open_stereo_bags
 from mtl_perception.training.adapt import (
     ADAPTED_NAME,
     ONNX_NAME,
@@ -53,7 +54,11 @@ def procedural_bag(path: Path, frames: int = 8, max_disparity: float = 12.0) -> 
 def request(tmp_path: Path, bag: Path, model: Path, out: str = "out", **sets: object) -> AdaptRequest:
     overrides = [f"{key}={value}" for key, value in sets.items()]
     return AdaptRequest(
-        bags=[bag], model=model, out=tmp_path / out, config=load_adapt_config(None, overrides)
+        sources=open_stereo_bags([bag]),
+        model=model,
+        out=tmp_path / out,
+        config=load_adapt_config(None, overrides),
+        score_bag=bag_accuracy,
     )
 
 

@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtl_perception.replay.stereo_bags import bag_accuracy, open_stereo_bags
     from mtl_perception.training.adapt import (
         RETRAIN_WARNING,
         AdaptRequest,
@@ -64,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-minutes must be positive, got {args.max_minutes}")
     topics = ReplayTopics(**{f.name: getattr(args, f"topic_{f.name}") for f in fields(ReplayTopics)})
     request = AdaptRequest(
-        bags=list(args.bags),
+        sources=open_stereo_bags(args.bags, topics),
         model=args.model,
         out=args.out,
         config=load_adapt_config(args.config, args.overrides),
-        topics=topics,
+        score_bag=bag_accuracy,
         resume=args.resume,
         max_minutes=args.max_minutes,
     )

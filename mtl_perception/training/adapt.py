@@ -25,6 +25,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,6 @@ ONNX_NAME = "adapted.onnx"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 CACHE_DIR = "frames"
-LABELLED_METRICS = ("d1_all", "epe", "miou", "abs_rel")
 # Ground truth that gives labelled metrics (steering has no before/after meaning here).
 SCORED_GROUND_TRUTH = ("semantic", "disparity", "depth")
 RETRAIN_WARNING = (
@@ -167,11 +167,15 @@ def load_adapt_config(path: str | Path | None, overrides: list[str] | None = Non
 class AdaptRequest:
     """One adaptation run: the bags, the checkpoint to start from, where to write."""
 
-    bags: list[Path]
+    # Opened stereo bags (replay's reader, ``replay.stereo_bags.open_stereo_bags``): handed in because
+    # training sits below replay in the package's layers.
+    sources: list[Any]
     model: Path
     out: Path
     config: AdaptConfig = field(default_factory=AdaptConfig)
-    topics: Any = None  # replay.bag_source.ReplayTopics; None = the defaults
+    # Labelled metrics of a checkpoint on a bag with ground truth (``replay.stereo_bags.bag_accuracy``);
+    # None leaves the report's labelled part out.
+    score_bag: Callable[[Any, Path, int | None], dict[str, float]] | None = None
     resume: bool = False
     max_minutes: float | None = None
     device: str | None = None
@@ -196,15 +200,6 @@ def load_stereo_checkpoint(path: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
             f"--model {path} predicts no disparity (tasks {list(config.tasks)}); nothing to adapt"
         )
     return model, config, meta
-
-
-def open_bags(bags: list[Path], topics: Any) -> list[Any]:
-    """A checked stereo ``BagSource`` per bag (replay's reader: its topic options and errors)."""
-    from mtl_perception.replay.bag_source import BagSource, ReplayTopics
-
-    if not bags:
-        raise UserError("give at least one stereo rosbag to adapt on")
-    return [BagSource(bag, topics or ReplayTopics(), stereo=True) for bag in bags]
 
 
 def labelled_dataset(config: AdaptConfig, meta: dict[str, Any], model_config: Any, samples: int) -> Dataset:
@@ -272,7 +267,9 @@ class Adapter:
         self.device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, self.model_config, self.meta = load_stereo_checkpoint(request.model)
         self.semantic = "semantic" in self.model_config.tasks
-        self.sources = open_bags(request.bags, request.topics)
+        if not request.sources:
+            raise UserError("give at least one stereo rosbag to adapt on")
+        self.sources = request.sources
         self._refuse_foreign_state()
         # The teacher: the model as it was before adaptation, frozen (pseudo-labels, "before" figures).
         self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False).to(self.device)
@@ -500,10 +497,11 @@ class Adapter:
             },
             "labelled": {},
         }
-        for source in self.sources:
+        score = self.request.score_bag
+        for source in self.sources if score is not None else []:
             if set(source.ground_truth) & set(SCORED_GROUND_TRUTH):
                 report["labelled"][source.path.name] = {
-                    name: replay_accuracy(source, model, self.config.data.replay_frames)
+                    name: score(source, model, self.config.data.replay_frames)
                     for name, model in (("before", self.request.model), ("after", checkpoint))
                 }
         return report
@@ -557,27 +555,6 @@ def self_supervised_measures(
     finally:
         model.train(was_training)
     return {key: value / max(pixels, 1.0) for key, value in sums.items()}
-
-
-def replay_accuracy(source: Any, model: Path, max_frames: int | None) -> dict[str, float]:
-    """Labelled metrics (D1, EPE, mIoU, AbsRel) of the checkpoint on the bag's first ``max_frames``
-    frames, scored as `replay` scores them: its runtime pipeline (torch backend, maps at the input
-    resolution, depth from the camera_info) and its evaluator."""
-    from itertools import islice
-
-    from mtl_perception.replay.evaluation import ReplayEvaluator
-    from mtl_perception.replay.session import ReplayOptions, pipeline_results
-
-    options = ReplayOptions(bag=source.path, out=Path(), model=model, backend="torch", topics=source.topics)
-    evaluator = ReplayEvaluator(stereo=True, frame_count=source.frame_count, panel_count=0)
-    for frame, prediction, latency_ms in pipeline_results(islice(source.frames(), max_frames), options):
-        evaluator.add(frame, prediction, latency_ms)
-    accuracy = evaluator.summary().get("accuracy", {})
-    return {
-        key: float(accuracy[key])
-        for key in LABELLED_METRICS
-        if key in accuracy and math.isfinite(accuracy[key])
-    }
 
 
 def export_adapted(checkpoint: Path, output: Path) -> Path | None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +26,19 @@ from tqdm import tqdm
 from mtl_perception.contract import resize_image, to_rgb
 from mtl_perception.data.labels import IGNORE_INDEX
 from mtl_perception.errors import UserError
-from mtl_perception.replay.bag_source import BagSource
+
+
+class BagSource(Protocol):
+    """What this module reads of a bag: replay's ``BagSource``, handed in by the caller (training sits
+    below replay in the package's layers, so it does not import it)."""
+
+    path: Path
+    topics: Any  # left / right topic names
+    ground_truth: Any
+    frame_count: int
+
+    def frames(self) -> Iterator[Any]: ...
+
 
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
