@@ -258,6 +258,15 @@ def test_interleaved_candidates_keep_the_disparity_of_the_coarse_ones(coarse_pea
     torch.testing.assert_close(interleave_half_candidates(ramp)[0, :11, 0, 0], torch.arange(11.0) / 2)
 
 
+def test_a_match_at_the_last_coarse_candidate_stays_centred_on_it():
+    coarse = -4.0 * (torch.arange(6.0) - 5.0).view(1, 6, 1, 1) ** 2  # peak at the last candidate
+    fine = interleave_half_candidates(coarse)[0, :, 0, 0]
+    assert fine.argmax() == 10
+    assert fine[11] == fine[9]  # the candidates either side of the peak are equal
+    mean = match_distribution(fine.view(1, 12, 1, 1))[1].item()
+    assert abs(mean - 10.0) < 0.05, mean
+
+
 def test_match_distribution_reports_spread_and_peak():
     logits = torch.full((1, 5, 1, 1), -30.0)
     logits[:, 1] = logits[:, 3] = 30.0  # two equal modes: mean between them, spread 1, peak 1/2

@@ -83,12 +83,15 @@ def match_distribution(
 def interleave_half_candidates(logits: torch.Tensor) -> torch.Tensor:
     """Logits over Dc candidates at 2x the fine step -> over 2*Dc fine candidates (NxDcxHxW -> Nx2DcxHxW).
 
-    Fine candidate 2j is coarse candidate j, 2j + 1 the mean of j and j + 1 (the last repeats): exact
-    disparity alignment, which a trilinear resize along the disparity axis does not give.
+    Fine candidate 2j is coarse candidate j, 2j + 1 the mean of j and j + 1: exact disparity
+    alignment, which a trilinear resize along the disparity axis does not give. The last fine
+    candidate, beyond the coarse range, mirrors the one below the last coarse candidate, so a match
+    there stays centred on it (repeating the last coarse logit pulled the soft-argmin ~2 px high at
+    the top of the range).
     """
     between = (logits[:, :-1] + logits[:, 1:]) * 0.5
     pairs = torch.stack([logits[:, :-1], between], dim=2).flatten(1, 2)
-    return torch.cat([pairs, logits[:, -1:], logits[:, -1:]], dim=1)
+    return torch.cat([pairs, logits[:, -1:], between[:, -1:]], dim=1)
 
 
 class DisparityConv(nn.Module):
