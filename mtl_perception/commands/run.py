@@ -91,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:  # rclpy's RCLError
+        if rclpy.ok():
+            raise
+        # Ctrl-C during start-up: rclpy's SIGINT handler shut the context down, so making the executor
+        # (or a node entity) failed on it. That is a requested stop, not an error.
     finally:
         if node is not None:
             node.destroy_node()
