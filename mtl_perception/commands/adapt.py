@@ -8,12 +8,10 @@ a before/after report into --out; resumable with --resume, time-boxed with --max
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
-from mtl_perception.commands import add_override_option
+from mtl_perception.commands import add_override_option, add_topic_options, topics_from
 from mtl_perception.errors import UserError
-from mtl_perception.replay.bag_source import ReplayTopics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,14 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-minutes", type=float, help="stop cleanly (with a resumable state) after this wall-clock budget"
     )
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export of the adapted model")
-    defaults = ReplayTopics()
-    for topic in fields(ReplayTopics):
-        parser.add_argument(
-            f"--{topic.name.replace('_', '-')}-topic",
-            dest=f"topic_{topic.name}",
-            default=getattr(defaults, topic.name),
-            help=f"(default {getattr(defaults, topic.name)})",
-        )
+    add_topic_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"model not found: {args.model}")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes must be positive, got {args.max_minutes}")
-    topics = ReplayTopics(**{f.name: getattr(args, f"topic_{f.name}") for f in fields(ReplayTopics)})
+    topics = topics_from(args)
     request = AdaptRequest(
         sources=open_stereo_bags(args.bags, topics),
         model=args.model,

@@ -7,12 +7,11 @@ Writes metrics.json, a self-contained report.html and a bag of the predicted top
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
+from mtl_perception.commands import add_topic_options, topics_from
 from mtl_perception.errors import UserError
 from mtl_perception.replay import REPLAY_MODES
-from mtl_perception.replay.bag_source import ReplayTopics
 from mtl_perception.replay.gates import failed_gates, parse_gates
 
 
@@ -40,14 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage", choices=("mcap", "sqlite3"), default="mcap", help="predictions bag storage"
     )
     parser.add_argument("--threads", type=int, help="CPU threads of the backend (in node mode, the node's)")
-    defaults = ReplayTopics()
-    for topic in fields(ReplayTopics):
-        parser.add_argument(
-            f"--{topic.name.replace('_', '-')}-topic",
-            dest=f"topic_{topic.name}",
-            default=getattr(defaults, topic.name),
-            help=f"(default {getattr(defaults, topic.name)})",
-        )
+    add_topic_options(parser)
     parser.add_argument(
         "--fail-below",
         nargs="+",
@@ -87,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     gates = parse_gates(args.fail_below, args.fail_above)
     if args.rate <= 0:
         raise UserError(f"--rate must be positive, got {args.rate}")
-    topics = ReplayTopics(**{f.name: getattr(args, f"topic_{f.name}") for f in fields(ReplayTopics)})
+    topics = topics_from(args)
     options = ReplayOptions(
         bag=args.bag,
         out=args.out,
