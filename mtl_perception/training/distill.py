@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from mtl_perception.errors import UserError
 from mtl_perception.networks.heads import log_scale_to_std, std_to_log_scale
+from mtl_perception.training.losses import MIN_LOG_SCALE
 
 GEOMETRY_KEYS = ("disparity", "depth")
 TARGETS_MANIFEST = "teacher_targets.json"
@@ -236,8 +237,6 @@ def expected_nll(
     mean sigma_t sqrt(2/pi) exp(-delta^2 / 2 sigma_t^2) + delta erf(delta / (sigma_t sqrt 2)).
     Minimised by the student's mean at the teacher's and its spread at the teacher's.
     """
-    from mtl_perception.training.losses import MIN_LOG_SCALE
-
     delta = target_mean - mean
     log_scale = log_scale.clamp_min(MIN_LOG_SCALE)  # see MIN_LOG_SCALE: keeps exp(-log_scale) finite
     if distribution == "gaussian":
