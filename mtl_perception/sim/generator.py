@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,6 +28,11 @@ from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
 from mtl_perception.sim.domains import DOMAINS, Domain
 from mtl_perception.sim.rig import RigRanges, StereoRig, random_rig
+
+if TYPE_CHECKING:
+    from mtl_perception.sim.camera import Lighting, StereoFrame
+    from mtl_perception.sim.road import Road
+    from mtl_perception.sim.world import World
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 # "random": a rig drawn per sequence from its seed within ``rig_ranges`` (the default);
@@ -172,6 +177,73 @@ def rig_record(rig: StereoRig) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class Scene:
+    """One seed's world as the generator renders it: rig, ego speed, road, populated pybullet world,
+    lighting and camera effects. ``render`` gives a frame exactly as a dataset sequence has it."""
+
+    config: GeneratorConfig
+    seed: int
+    rig: StereoRig
+    speed: float  # m/s, drawn from ``config.speed_range``
+    road: Road
+    world: World
+    lighting: Lighting
+    effects: Any  # apply_pair(left, right, frame_rng): the domain's camera effects
+
+    def render(self, frame: int, xy: np.ndarray, yaw: float) -> tuple[StereoFrame, np.ndarray, np.ndarray]:
+        """(clean views + ground truth, left, right) of ``frame`` from the ego pose ``xy``, ``yaw``.
+
+        Actors are placed at ``frame / rate_hz``; left and right carry the camera effects (if on).
+        """
+        from mtl_perception.sim.camera import render_stereo
+
+        self.world.set_time(frame / self.config.rate_hz)
+        view = render_stereo(self.world, self.rig, xy, yaw, self.lighting)
+        left, right = view.left, view.right
+        if self.config.camera_effects:
+            left, right = self.effects.apply_pair(left, right, np.random.default_rng([self.seed, 2, frame]))
+        return view, left, right
+
+
+def build_scene(
+    config: GeneratorConfig,
+    seed: int,
+    client: int,
+    texture_dir: Path,
+    *,
+    frames: int | None = None,
+    distance: float | None = None,
+) -> Scene:
+    """Build the world of ``seed`` in pybullet ``client`` (textures written to ``texture_dir``).
+
+    The road reaches 160 m beyond the ego's travel: ``frames`` at the drawn speed (a dataset
+    sequence) or ``distance`` metres (closed-loop driving); give exactly one. Everything is drawn
+    from ``seed``'s streams in the order the dataset draws it, so a sequence's scene is the same.
+    """
+    from mtl_perception.sim.road import random_road
+    from mtl_perception.sim.world import build_world
+
+    if (frames is None) == (distance is None):
+        raise ValueError("give exactly one of frames and distance")
+    rig, domain = config.sequence_rig(seed), config.domain_preset
+    rng = np.random.default_rng(seed)
+    speed = float(rng.uniform(*config.speed_range))
+    travel = distance if distance is not None else frames * speed / config.rate_hz
+    road = random_road(rng, length=travel + 160.0)
+    world = build_world(
+        client,
+        road,
+        rng,
+        texture_dir,
+        density=config.density,
+        terrain_margin=rig.far,
+        restyle=domain.texture_restyle(seed),
+    )
+    lighting = domain.lighting(rng)
+    return Scene(config, seed, rig, speed, road, world, lighting, domain.camera_effects(seed, rig))
+
+
 def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     """Render one sequence into ``<root>/<split>/<name>`` (atomically); returns its manifest entry.
 
@@ -179,42 +251,24 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     """
     import pybullet as p  # heavy; only in the worker
 
-    from mtl_perception.sim.camera import render_stereo
     from mtl_perception.sim.ego import drive
-    from mtl_perception.sim.road import random_road
-    from mtl_perception.sim.world import build_world
 
-    config, rig, domain = job.config, job.config.sequence_rig(job.seed), job.config.domain_preset
+    config = job.config
     final = layout.sequence_dir(job.root, job.split, job.name)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job.name}-", dir=final.parent))
     client = p.connect(p.DIRECT)
     try:
-        rng = np.random.default_rng(job.seed)
-        speed = float(rng.uniform(*config.speed_range))
-        travel = job.frames * speed / config.rate_hz
-        road = random_road(rng, length=travel + 160.0)
-        world = build_world(
-            client,
-            road,
-            rng,
-            tmp / "textures",
-            density=config.density,
-            terrain_margin=rig.far,
-            restyle=domain.texture_restyle(job.seed),
+        scene = build_scene(config, job.seed, client, tmp / "textures", frames=job.frames)
+        rig = scene.rig
+        states = drive(
+            scene.road, np.random.default_rng([job.seed, 1]), job.frames, config.rate_hz, scene.speed
         )
-        lighting = domain.lighting(rng)
-        states = drive(road, np.random.default_rng([job.seed, 1]), job.frames, config.rate_hz, speed)
-        effects = domain.camera_effects(job.seed, rig)
         for kind in layout.FRAME_DIRS:
             (tmp / kind).mkdir()
         rows = []
         for frame, state in enumerate(states):
-            world.set_time(frame / config.rate_hz)
-            view = render_stereo(world, rig, state.xy, state.yaw, lighting)
-            left, right = view.left, view.right
-            if config.camera_effects:
-                left, right = effects.apply_pair(left, right, np.random.default_rng([job.seed, 2, frame]))
+            view, left, right = scene.render(frame, state.xy, state.yaw)
             stem = f"{layout.frame_stem(frame)}.png"
             _write_png(tmp / layout.LEFT_DIR / stem, left)
             _write_png(tmp / layout.RIGHT_DIR / stem, right)
