@@ -31,6 +31,7 @@ register("adapt", "adapt", "fine-tune a stereo model on unlabelled stereo rosbag
 register("info", "info", "parameters, FLOPs, config and training meta of a checkpoint")
 register("demo", "demo", "the one-command demo on the embedded defaults")
 register("quantize", "quantize", "exported ONNX -> INT8 ONNX (static QDQ) calibrated on real frames")
+register("drive", "drive", "closed-loop lane keeping in the pybullet world: model vs straight vs expert")
 
 
 # Top-level module of an optional dependency -> the pip extra that installs it (see setup.py).

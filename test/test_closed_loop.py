@@ -1,0 +1,226 @@
+"""Closed-loop driving: known answers from geometry, the latency model, metrics, the model policy, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_replay import tiny_model
+
+from mtl_perception.cli import main
+from mtl_perception.commands.drive import model_policy
+from mtl_perception.model_info import read_model_info, steering_path_for
+from mtl_perception.sim.closed_loop import (
+    CLOSED_LOOP_SEED,
+    EgoPose,
+    ExpertPolicy,
+    Frame,
+    Intervention,
+    StraightPolicy,
+    Trajectory,
+    aggregate_metrics,
+    drive_closed_loop,
+    run_metrics,
+)
+from mtl_perception.sim.road import Road, random_road
+
+__all__ = ["tiny_model"]  # session fixture used by name
+
+SPEED = 9.0  # m/s: 0.09 m per integration step at 10 Hz x 10 steps
+
+
+def arc_road(radius: float | None, lane_width: float = 3.5, length: float = 250.0) -> Road:
+    """Straight up to s = 0, then a left arc of ``radius`` (centreline; None: straight on), sampled
+    exactly."""
+    s = np.arange(-30.0, length + 0.5, 0.5)
+    if radius is None:
+        heading, x, y = np.zeros_like(s), s, np.zeros_like(s)
+    else:
+        heading = np.clip(s, 0.0, None) / radius
+        x = np.where(s < 0, s, radius * np.sin(heading))
+        y = np.where(s < 0, 0.0, radius * (1.0 - np.cos(heading)))
+    return Road(s=s, xy=np.stack([x, y], axis=1), heading=heading, lane_width=lane_width, sidewalk_width=2.5)
+
+
+def straight_road() -> Road:
+    return arc_road(None)
+
+
+class Scripted:
+    """Returns ``value(frame index)``, optionally after sleeping (a slow model)."""
+
+    name = "scripted"
+    uses_images = False
+
+    def __init__(self, value, sleep: float = 0.0) -> None:
+        self.value, self.sleep = value, sleep
+
+    def reset(self) -> None:
+        pass
+
+    def steer(self, frame: Frame) -> float:
+        if self.sleep:
+            time.sleep(self.sleep)
+        return self.value(frame.index)
+
+
+def test_expert_keeps_to_the_lane_centre_of_held_out_roads() -> None:
+    for seed in range(CLOSED_LOOP_SEED, CLOSED_LOOP_SEED + 3):
+        road = random_road(np.random.default_rng(seed), length=260.0)
+        metrics = run_metrics(drive_closed_loop(road, ExpertPolicy(road, SPEED), speed=SPEED, distance=100.0))
+        assert metrics["interventions"] == 0
+        assert metrics["mean_abs_offset_m"] < 0.3
+        assert metrics["distance_km"] == pytest.approx(0.1, abs=SPEED / 10 / 1000)
+
+
+def test_straight_leaves_a_curve_where_geometry_says_and_is_reset_to_the_lane_centre() -> None:
+    """Going straight from the lane centre of a left arc, the reference point crosses the right lane
+    line (radius R + w) after sqrt((R + w)^2 - (R + w/2)^2) metres; each reset starts it over."""
+    radius, width = 50.0, 3.5
+    road = arc_road(radius, width)
+    trajectory = drive_closed_loop(road, StraightPolicy(), speed=SPEED, distance=100.0)
+    expected = math.sqrt((radius + width) ** 2 - (radius + width / 2) ** 2)  # 13.57 m
+    times = [0.0] + [i.time for i in trajectory.interventions]
+    assert len(trajectory.interventions) == int(100.0 // expected)
+    assert np.diff(times) * SPEED == pytest.approx(expected, abs=SPEED / 100 + 0.01)
+    for intervention in trajectory.interventions:
+        assert -width / 2 - 0.05 < intervention.offset < -width / 2  # just over the right lane line
+    # After each departure the path breaks (NaN) and restarts on the lane centre.
+    restarts = np.flatnonzero(np.isnan(trajectory.path_offset)) + 1
+    assert len(restarts) == len(trajectory.interventions)
+    assert np.all(np.abs(trajectory.path_offset[restarts]) < 0.01)
+
+
+def test_a_command_takes_effect_exactly_its_latency_after_its_frame() -> None:
+    def command(k: int) -> float:
+        return 0.001 * (k + 1) * (-1) ** k
+
+    trajectory = drive_closed_loop(
+        straight_road(), Scripted(command), speed=SPEED, distance=3.0, latency=0.25
+    )
+    steps = np.arange(len(trajectory.step_applied))
+    computed = (steps - 25) // 10  # the newest frame whose command is 25 steps (0.25 s) old
+    expected = np.where(computed >= 0, [command(int(k)) for k in computed], 0.0)
+    np.testing.assert_array_equal(trajectory.step_applied, expected)
+    # Sampled at the frames: the command of three frames before (0.3 s >= 0.25 s ago).
+    np.testing.assert_array_equal(trajectory.applied[3:], trajectory.command[:-3])
+    assert np.all(trajectory.applied[:3] == 0.0)
+    assert run_metrics(trajectory)["latency_ms"] == pytest.approx(250.0)
+
+
+def test_measured_latency_delays_each_command_by_the_policy_call_time() -> None:
+    trajectory = drive_closed_loop(
+        straight_road(), Scripted(lambda k: 0.01 * (k + 1), sleep=0.03), speed=SPEED, distance=0.9
+    )
+    assert np.all(trajectory.latency >= 0.03)
+    delays = np.round(trajectory.latency / 0.01).astype(int)  # in integration steps
+    for k, delay in enumerate(delays):
+        step = 10 * k + delay
+        if step < len(trajectory.step_applied):
+            assert trajectory.step_applied[step] == pytest.approx(0.01 * (k + 1))
+            assert trajectory.step_applied[step - 1] != pytest.approx(0.01 * (k + 1))
+
+
+def test_latency_makes_the_expert_oscillate_and_leave_the_lane() -> None:
+    road = random_road(np.random.default_rng(CLOSED_LOOP_SEED), length=310.0)
+    prompt, late = (
+        run_metrics(
+            drive_closed_loop(road, ExpertPolicy(road, SPEED), speed=SPEED, distance=150.0, latency=t)
+        )
+        for t in (0.0, 0.7)
+    )
+    assert late["rms_offset_m"] > 5 * prompt["rms_offset_m"]
+    assert late["whiteness_deg_s"] > 3 * prompt["whiteness_deg_s"]
+    assert prompt["interventions"] == 0 < late["interventions"]
+
+
+def _hand_made() -> Trajectory:
+    return Trajectory(
+        rate_hz=10.0,
+        lane_width=3.5,
+        distance=500.0,
+        offset=np.array([0.0, 0.5, -1.5, 1.0]),
+        command=np.array([0.0, math.nan, 0.1, -0.1]),
+        applied=np.array([0.0, 0.1, 0.1, -0.1]),
+        latency=np.array([0.1, math.nan, 0.3, 0.2]),
+        interventions=[Intervention(0.1, 1.0, np.zeros(2), -1.8), Intervention(0.2, 2.0, np.zeros(2), 1.8)],
+    )
+
+
+def test_metrics_of_a_hand_made_trajectory() -> None:
+    metrics = run_metrics(_hand_made())
+    assert metrics["distance_km"] == 0.5
+    assert metrics["mean_abs_offset_m"] == pytest.approx(0.75)  # (0 + 0.5 + 1.5 + 1) / 4
+    assert metrics["rms_offset_m"] == pytest.approx(math.sqrt(3.5 / 4))
+    assert metrics["max_abs_offset_m"] == 1.5
+    assert metrics["share_frames_over_1m"] == 0.25  # 1.0 m is not over 1 m
+    assert metrics["interventions"] == 2
+    assert metrics["interventions_per_km"] == 4.0
+    assert metrics["km_per_intervention"] == 0.25
+    # Applied-command rates 1, 0, -2 rad/s: RMS sqrt(5/3) rad/s.
+    assert metrics["whiteness_deg_s"] == pytest.approx(math.degrees(math.sqrt(5 / 3)))
+    assert metrics["latency_ms"] == pytest.approx(200.0)  # over the three frames with a command
+
+
+def test_aggregate_pools_frames_and_sums_distance() -> None:
+    one = run_metrics(_hand_made())
+    clean = _hand_made()
+    clean.offset, clean.applied, clean.interventions = np.zeros(4), np.zeros(4), []
+    two = run_metrics(clean)
+    pooled = aggregate_metrics([one, two])
+    assert pooled["distance_km"] == 1.0
+    assert pooled["interventions_per_km"] == 2.0
+    assert pooled["km_per_intervention"] == 0.5
+    assert pooled["mean_abs_offset_m"] == pytest.approx(3.0 / 8)
+    assert pooled["rms_offset_m"] == pytest.approx(math.sqrt(3.5 / 8))
+    assert pooled["max_abs_offset_m"] == 1.5
+    assert pooled["share_frames_over_1m"] == pytest.approx(1 / 8)
+    assert pooled["whiteness_deg_s"] == pytest.approx(math.degrees(math.sqrt(5 / 6)))
+    assert aggregate_metrics([two])["km_per_intervention"] is None
+
+
+def test_model_policy_waits_for_its_window_then_steers(tiny_model: Path) -> None:
+    window = read_model_info(steering_path_for(tiny_model)).window
+    height, width = read_model_info(tiny_model).input_size
+    rng = np.random.default_rng(0)
+    pose = EgoPose(xy=np.zeros(2), yaw=0.0, s=0.0, offset=0.0)
+    with model_policy(tiny_model, "onnxruntime") as policy:
+        for _ in range(2):  # a reset (an intervention) restarts the window
+            policy.reset()
+            for k in range(window + 2):
+                views = rng.integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+                frame = Frame(k, k / 10, views[0], views[1], None, pose)
+                command = policy.steer(frame)
+                assert (command is None) == (k < window - 1)
+                assert command is None or math.isfinite(command)
+
+
+def test_drive_command_writes_runs_plots_and_resumes(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "drive"
+    argv = ["drive", "--model", str(tiny_model), "--runs", "1", "--distance", "8"]
+    argv += ["--width", "128", "--height", "64", "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "drive.json").read_text())
+    assert list(summary) == ["model", "straight", "expert"]
+    for name, entry in summary.items():
+        (run,) = entry["runs"]
+        assert run["settings"]["policy"] == name and run["settings"]["seed"] == CLOSED_LOOP_SEED
+        assert (out / name / run["plot"]).stat().st_size > 0
+        assert entry["aggregate"]["distance_km"] == pytest.approx(0.008, abs=0.0015)
+    model_run = summary["model"]["runs"][0]["metrics"]
+    assert model_run["commands"] < model_run["frames"]  # the first window - 1 frames had none
+    assert model_run["render_s"] > 0 and model_run["latency_ms"] > 0
+    assert "| expert | 1 |" in capsys.readouterr().out
+    assert main(argv) == 0  # everything reused
+    assert "reusing 3 finished run(s)" in capsys.readouterr().out
+    lonely = tmp_path / "lonely.onnx"
+    shutil.copyfile(tiny_model, lonely)
+    assert main(["drive", "--model", str(lonely), "--out", str(tmp_path / "x")]) == 2
+    assert "no steering graph" in capsys.readouterr().err
