@@ -25,6 +25,7 @@ from mtl_perception.sim.closed_loop import (
     Trajectory,
     aggregate_metrics,
     drive_closed_loop,
+    keep_lane_clear,
     run_metrics,
 )
 from mtl_perception.sim.road import Road, random_road
@@ -137,6 +138,23 @@ def test_latency_makes_the_expert_oscillate_and_leave_the_lane() -> None:
     assert late["rms_offset_m"] > 5 * prompt["rms_offset_m"]
     assert late["whiteness_deg_s"] > 3 * prompt["whiteness_deg_s"]
     assert prompt["interventions"] == 0 < late["interventions"]
+
+
+def test_cars_ahead_in_the_ego_lane_never_get_caught_up_with() -> None:
+    from mtl_perception.data.labels import CLASS_ID
+    from mtl_perception.sim.world import Mover, World
+
+    road = straight_road()
+    car, person = CLASS_ID["car"], CLASS_ID["person"]
+    world = World(client=0, road=road, body_class={1: car, 2: car, 3: person, 4: car})
+    world.movers = [
+        Mover(1, 20.0, -road.lane_width / 2, 6.0, 0.0),  # slow car ahead in the ego lane
+        Mover(2, 30.0, road.lane_width / 2, -8.0, 0.0),  # oncoming
+        Mover(3, 10.0, -road.lane_width - 3.0, 1.2, 0.0),  # pedestrian on the right sidewalk
+        Mover(4, 40.0, -road.lane_width / 2, 15.0, 0.0),  # faster than the ego already
+    ]
+    keep_lane_clear(world, speed=10.0)
+    assert [m.speed_along for m in world.movers] == [pytest.approx(11.0), -8.0, 1.2, 15.0]
 
 
 def _hand_made() -> Trajectory:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mtl_perception.data import layout
+from mtl_perception.data.labels import CLASS_ID
 from mtl_perception.sim.ego import MAX_STEER, SUBSTEPS, WHEELBASE
 from mtl_perception.sim.road import Road
 
@@ -386,8 +387,10 @@ def aggregate_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def keep_lane_clear(world: World, speed: float) -> None:
     """Speed up the cars ahead in the ego lane to ``LEAD_SPEED_FACTOR`` x ``speed`` where slower, so
     the ego (no collision model) never drives into one. They all start at least 15 m ahead."""
+    car = CLASS_ID["car"]
     for mover in world.movers:
-        if mover.lateral0 < 0 and mover.speed_along > 0 and mover.speed_lateral == 0:
+        ahead = mover.lateral0 < 0 and mover.speed_along > 0 and mover.speed_lateral == 0
+        if ahead and world.body_class.get(mover.body) == car:  # not the pedestrians on the sidewalk
             mover.speed_along = max(mover.speed_along, LEAD_SPEED_FACTOR * speed)
 
 
