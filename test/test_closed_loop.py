@@ -114,6 +114,11 @@ def test_a_command_takes_effect_exactly_its_latency_after_its_frame() -> None:
     assert run_metrics(trajectory)["latency_ms"] == pytest.approx(250.0)
 
 
+def test_a_non_finite_command_stops_the_run() -> None:
+    with pytest.raises(ValueError, match="returned steering nan at frame 0"):
+        drive_closed_loop(straight_road(), Scripted(lambda k: math.nan), speed=SPEED, distance=1.0)
+
+
 def test_measured_latency_delays_each_command_by_the_policy_call_time() -> None:
     trajectory = drive_closed_loop(
         straight_road(), Scripted(lambda k: 0.01 * (k + 1), sleep=0.03), speed=SPEED, distance=0.9

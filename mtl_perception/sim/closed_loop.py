@@ -262,6 +262,8 @@ def drive_closed_loop(
         policy_seconds += elapsed
         delay = elapsed if latency is None else latency
         first_step = frame_index * substeps
+        if command is not None and not math.isfinite(command):
+            raise ValueError(f"policy {policy.name!r} returned steering {command} at frame {frame_index}")
         if command is not None:
             pending.append((first_step + round(delay / dt), frame_index, float(command)))
         frames["offset"].append(pose.offset)
