@@ -1,0 +1,155 @@
+"""What the steering head learns from: per-frame encoder features of driving sequences, cached.
+
+The encoder is frozen (or, for the fine-tuned variant, frozen up to its 1/16 features), so each
+frame's encoder output is computed once and stored; every fold and epoch then trains on the cache
+in seconds instead of re-running a CNN over 16 frames per window. The cache key covers the
+encoder weights, the variant and the frames, so a retrained encoder never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mtl_perception.contract import resize_image
+from mtl_perception.data import layout
+from mtl_perception.data.base import FrameRecord
+from mtl_perception.data.image_io import read_rgb
+from mtl_perception.data.synthetic import SyntheticDataset
+from mtl_perception.errors import UserError
+from mtl_perception.networks.backbone import Backbone
+from mtl_perception.networks.heads import grid_embedding
+
+# "multitask": the shipped model's encoder, frozen (its embedding is what the node publishes from).
+# "imagenet": the same backbone with its ImageNet weights, frozen (the baseline the design beats).
+# "multitask_finetuned": the shipped encoder with its 1/32 stage trained together with the head.
+ENCODERS = ("multitask", "imagenet", "multitask_finetuned")
+FINETUNED_FROM_LEVEL = 2  # the cache holds the 1/16 map; the 1/32 stage is what gets fine-tuned
+
+
+@dataclass(frozen=True)
+class SequenceFeatures:
+    """One sequence's cached encoder features (F frames, oldest first) and steering labels."""
+
+    name: str
+    features: np.ndarray  # float16: F x D embeddings, or F x C x h x w 1/16 maps (fine-tuned variant)
+    steering: np.ndarray  # float32 F, radians, positive = left
+
+
+class EncoderTail(nn.Module):
+    """Cached features -> per-frame embedding: identity for a frozen encoder, the 1/32 stage when
+    fine-tuned (its batch norm keeps the loaded statistics: windows of one sequence are no batch)."""
+
+    def __init__(self, backbone: Backbone | None, grid: tuple[int, int]):
+        super().__init__()
+        self.backbone, self.grid = backbone, grid
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.backbone is None:
+            return features
+        deepest = self.backbone.deeper(features, FINETUNED_FROM_LEVEL)[-1]
+        return grid_embedding(deepest, self.grid)
+
+    def train(self, mode: bool = True) -> EncoderTail:
+        super().train(mode)
+        if self.backbone is not None:
+            self.backbone.eval()
+        return self
+
+
+def sequence_records(root: Path, split: str) -> dict[str, list[FrameRecord]]:
+    """Sequence name -> its frames in order, for a synthetic dataset split (the only layout with
+    driving sequences and steering labels)."""
+    records: dict[str, list[FrameRecord]] = {}
+    for record in SyntheticDataset(root, split).records:
+        records.setdefault(record.sequence, []).append(record)
+    for name, frames in records.items():
+        if any(not np.isfinite(r.steering) for r in frames):
+            raise UserError(f"{root}/{split}/{name}: frames without a steering label; regenerate the dataset")
+    return records
+
+
+def weights_digest(module: nn.Module) -> str:
+    """A short hash of a module's parameters and buffers: the cache key part for the encoder."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode_frames(
+    backbone: Backbone,
+    records: list[FrameRecord],
+    input_size: tuple[int, int],
+    grid: tuple[int, int],
+    finetuned: bool,
+    batch: int = 8,
+) -> np.ndarray:
+    """float16 features of each frame's left image, resized as the runtime does."""
+    height, width = input_size
+    out = []
+    for start in range(0, len(records), batch):
+        images = [resize_image(read_rgb(r.left), width, height) for r in records[start : start + batch]]
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+        if finetuned:
+            features = backbone(x, levels=FINETUNED_FROM_LEVEL + 1)[-1]
+        else:
+            features = grid_embedding(backbone(x)[-1], grid)
+        out.append(features.numpy().astype(np.float16))
+    return np.concatenate(out)
+
+
+def cached_features(
+    backbone: Backbone,
+    encoder: str,
+    root: Path,
+    split: str,
+    input_size: tuple[int, int],
+    grid: tuple[int, int],
+    cache_dir: Path,
+) -> list[SequenceFeatures]:
+    """Every sequence of ``split`` encoded (from ``cache_dir`` where already done; resumable per sequence)."""
+    backbone.eval()
+    finetuned = encoder == "multitask_finetuned"
+    key = json.dumps([weights_digest(backbone), finetuned, list(input_size), list(grid)])
+    directory = cache_dir / hashlib.sha256(key.encode()).hexdigest()[:16]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "key.json").write_text(key + "\n")
+    sequences = sequence_records(root, split)
+    # The manifest records the generator config and seeds: same manifest, same frames.
+    dataset = hashlib.sha256(layout.manifest_path(root).read_bytes()).hexdigest()[:12]
+    result = []
+    for name, records in tqdm(sequences.items(), desc=f"encoding {split} ({encoder})", unit="seq"):
+        path = directory / f"{dataset}_{split}_{name}.npz"
+        steering = np.array([r.steering for r in records], np.float32)
+        if path.is_file():
+            with np.load(path) as cached:
+                features = cached["features"]
+        else:
+            features = encode_frames(backbone, records, input_size, grid, finetuned)
+            tmp = path.with_name(path.stem + ".tmp.npz")
+            np.savez(tmp, features=features)
+            tmp.replace(path)  # whole files only: an interrupted run re-encodes that sequence
+        if len(features) != len(records):
+            raise UserError(
+                f"{path}: stale cache ({len(features)} frames, dataset has {len(records)}); delete it"
+            )
+        result.append(SequenceFeatures(name=name, features=features, steering=steering))
+    return result
+
+
+def window_index(sequences: list[SequenceFeatures], window: int) -> np.ndarray:
+    """(sequence, last frame) of every full window of ``window`` consecutive frames, as int64 Nx2."""
+    rows = [(s, end) for s, seq in enumerate(sequences) for end in range(window - 1, len(seq.steering))]
+    if not rows:
+        raise UserError(f"no sequence has {window} frames; generate longer sequences (--frames)")
+    return np.array(rows, np.int64)
