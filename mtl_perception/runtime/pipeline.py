@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -22,6 +25,10 @@ from mtl_perception.runtime.backend import Backend
 
 OUTPUT_RESOLUTIONS = ("input", "model")
 RESIZE_MODES = ("stretch", "letterbox")
+# A gap above this many frame periods means at least one frame is missing from the stream.
+STEERING_GAP_FACTOR = 1.5
+# Frame gaps the period is estimated from (their median: a few drops or a pause do not move it).
+PERIOD_HISTORY = 32
 
 
 class InputError(ValueError):
@@ -53,7 +60,9 @@ class PipelineResult:
     depth_uncertainty: np.ndarray | None = None  # float32 HxW meters
     min_disparity: float = 0.0  # the range the map was masked with (output pixels; policy's)
     max_disparity: float = 0.0  # the disparity range reported with the map (output pixels)
-    steering: float | None = None  # radians, positive = left; None until the buffer is full
+    steering: float | None = None  # radians, positive = left; None until the window is full
+    # Why this frame restarted the steering window (its stamp; see SteeringBuffer), else None.
+    steering_restart: str | None = None
     scale_x: float = 1.0  # output width / input width (focal lengths scale by this)
     scale_y: float = 1.0
     disparity_scale: float = 1.0  # output pixels per model pixel, horizontally
@@ -79,35 +88,88 @@ def class_palette(info: ModelInfo) -> np.ndarray:
 
 
 class SteeringBuffer:
-    """The last T embeddings in time order, without copying on every push.
+    """The last T embeddings in time order, and whether they are T consecutive frames.
 
     Each embedding is written twice (rows i and i+T of a 2T buffer), so rows [i+1, i+1+T) are always
-    the last T frames in order: a view, no np.roll.
+    the last T frames in order: a view, no np.roll. Their stamps are kept the same way.
+
+    A frame with a stamp (seconds) restarts the window when the stamp is not after the previous one
+    (time went back: a bag loop, a restarted clock) or is more than ``gap_limit()`` after it (a frame
+    is missing). ``max_gap`` sets that limit in seconds; None estimates it as ``STEERING_GAP_FACTOR``
+    x the frame period, the median of the last ``PERIOD_HISTORY`` gaps. Early in a stream that
+    estimate rests on a few gaps, so ``full`` checks the window's gaps again against the current
+    limit: a gap that turns out too long keeps the window incomplete until it has left it. Frames
+    without a stamp extend the window unchecked.
     """
 
-    def __init__(self, window: int, dim: int) -> None:
+    def __init__(self, window: int, dim: int, max_gap: float | None = None) -> None:
         self.window = window
+        self.max_gap = max_gap
         self._rows = np.zeros((2 * window, dim), dtype=np.float32)
+        self._stamps = np.full(2 * window, np.nan)  # NaN: a frame without a stamp
+        self._gaps: deque[float] = deque(maxlen=PERIOD_HISTORY)
+        self._last_stamp: float | None = None
         self._next = 0
         self._count = 0
 
-    def push(self, embedding: np.ndarray) -> None:
+    def push(self, embedding: np.ndarray, stamp: float | None = None) -> str | None:
+        """Add a frame; returns why it restarted the window (None when it continued it)."""
+        restart = None if stamp is None else self._check_stamp(stamp)
+        if restart is not None:
+            self._count = 0
+        stamp_value = math.nan if stamp is None else stamp
         self._rows[self._next] = embedding
         self._rows[self._next + self.window] = embedding
+        self._stamps[self._next] = self._stamps[self._next + self.window] = stamp_value
         self._next = (self._next + 1) % self.window
         self._count = min(self._count + 1, self.window)
+        return restart
+
+    def _check_stamp(self, stamp: float) -> str | None:
+        previous, self._last_stamp = self._last_stamp, stamp
+        if previous is None:
+            return None
+        gap = stamp - previous
+        if gap <= 0:
+            return "stamp repeated" if gap == 0 else f"stamp went back {-gap:.3f} s"
+        self._gaps.append(gap)
+        limit = self.gap_limit()
+        if gap > limit:
+            return f"gap {gap:.3f} s > {limit:.3f} s (a frame is missing)"
+        return None
+
+    def gap_limit(self) -> float:
+        """The longest gap (seconds) between consecutive frames: ``max_gap`` or the estimate."""
+        if self.max_gap is not None:
+            return self.max_gap
+        if not self._gaps:
+            return math.inf
+        return STEERING_GAP_FACTOR * statistics.median(self._gaps)
+
+    @property
+    def frames(self) -> int:
+        """Frames in the current window (0 after ``clear``, at most ``window``)."""
+        return self._count
 
     @property
     def full(self) -> bool:
-        return self._count == self.window
+        if self._count < self.window:
+            return False
+        # T-1 subtractions: cheap, and NaN gaps (frames without a stamp) compare False.
+        gaps = np.diff(self._stamps[self._next : self._next + self.window])
+        return not bool((gaps > self.gap_limit()).any())
 
     def ordered(self) -> np.ndarray:
         """(1, T, D) view of the last T embeddings, oldest first."""
         return self._rows[self._next : self._next + self.window][None]
 
     def clear(self) -> None:
+        """Empty the window; the next frame starts a new one. The period estimate is kept: the
+        camera's rate does not change with a pause."""
         self._count = 0
         self._next = 0
+        self._last_stamp = None
+        self._stamps[:] = math.nan
 
 
 class Pipeline:
@@ -119,6 +181,11 @@ class Pipeline:
     resolution (fx scaled with it). ``policy`` (assignable between frames) decides what is valid,
     too far or unknown, as ``mtl_perception.contract`` defines: the node publishes these maps as
     they are.
+
+    Steering (with ``steering_backend``) comes from the last T frames and only from T consecutive
+    ones: ``process(..., stamp=...)`` restarts the window when the stamp goes back or jumps by more
+    than ``steering_max_gap`` seconds (None: 1.5 x the median frame period; see SteeringBuffer), and
+    ``result.steering`` stays None until T new frames have arrived.
     """
 
     def __init__(
@@ -129,6 +196,7 @@ class Pipeline:
         resize_mode: str = "stretch",
         steering_window: int = 16,
         steering_backend: Backend | None = None,
+        steering_max_gap: float | None = None,
         policy: OutputPolicy | None = None,
     ) -> None:
         if output_resolution not in OUTPUT_RESOLUTIONS:
@@ -156,6 +224,7 @@ class Pipeline:
                 )
             steering_window = steering_info.window
         self.steering = SteeringBuffer(steering_window, self.info.embedding_dim)
+        self.steering_max_gap = steering_max_gap  # checked by the setter
         self.palette = class_palette(self.info)
         height, width = self.info.input_size
         self._input_names = list(self.info.inputs)
@@ -163,8 +232,19 @@ class Pipeline:
         self._canvas = {n: np.zeros((height, width, 3), np.uint8) for n in self._input_names}
         self._tensors = {n: np.zeros((1, 3, height, width), np.float32) for n in self._input_names}
 
+    @property
+    def steering_max_gap(self) -> float | None:
+        """Longest gap (s) between frames of one steering window; None: 1.5 x the median period."""
+        return self.steering.max_gap
+
+    @steering_max_gap.setter
+    def steering_max_gap(self, seconds: float | None) -> None:
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"steering_max_gap must be positive seconds or None, got {seconds}")
+        self.steering.max_gap = seconds
+
     def reset(self) -> None:
-        """Forget the steering history (e.g. after a gap in the stream)."""
+        """Forget the steering window (e.g. after a pause, or frames lost before the pipeline)."""
         self.steering.clear()
 
     def warm_up(self, runs: int = 2) -> float:
@@ -190,8 +270,14 @@ class Pipeline:
         *,
         encoding: str = "rgb8",
         camera: CameraModel | None = None,
+        stamp: float | None = None,
     ) -> PipelineResult:
-        """Run one frame. ``image_left`` is the mono image for mono models. Raises InputError."""
+        """Run one frame. ``image_left`` is the mono image for mono models. Raises InputError.
+
+        ``stamp``: the frame's capture time in seconds (header stamp, bag or simulation time; any
+        epoch, one per stream). With it the steering window holds consecutive frames only (see the
+        class docstring); without it every frame extends the window.
+        """
         start = time.perf_counter()
         images = self._check_inputs(image_left, image_right, encoding)
         in_h, in_w = image_left.shape[:2]
@@ -200,7 +286,7 @@ class Pipeline:
         after_pre = time.perf_counter()
         outputs = self.backend.infer(feeds)
         after_infer = time.perf_counter()
-        result = self._postprocess(outputs, content, in_h, in_w, camera)
+        result = self._postprocess(outputs, content, in_h, in_w, camera, stamp)
         result.timings = {
             "pre_ms": (after_pre - start) * 1e3,
             "infer_ms": (after_infer - after_pre) * 1e3,
@@ -265,6 +351,7 @@ class Pipeline:
         in_h: int,
         in_w: int,
         camera: CameraModel | None,
+        stamp: float | None,
     ) -> PipelineResult:
         x, y, w, h = content
         out_h, out_w = (in_h, in_w) if self.output_resolution == "input" else (h, w)
@@ -316,7 +403,7 @@ class Pipeline:
                     self.policy,
                     self._mono_focal_ratio(camera, w, in_w),
                 )
-        self.steering.push(result.embedding)
+        result.steering_restart = self.steering.push(result.embedding, stamp)
         if self.steering_backend is not None and self.steering.full:
             steering = self.steering_backend.infer({"embeddings": self.steering.ordered()})["steering"]
             result.steering = float(np.asarray(steering).reshape(-1)[0])
