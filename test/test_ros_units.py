@@ -413,6 +413,28 @@ def test_statistics_zero_stamps_stay_out_of_latency() -> None:
     assert stats.to_status().level == DiagnosticStatus.OK  # the warning holds a few seconds
 
 
+def test_statistics_count_steering_and_its_window_restarts() -> None:
+    stats = NodeStatistics("node", "hw", stale_after_s=0.0)
+    stats.published(latency_ms=10.0, infer_ms=1.0, steering=True)
+    assert "steering published" not in _values(stats.to_status())  # no steering graph: not shown
+    stats.steering = True
+    stats.published(latency_ms=10.0, infer_ms=1.0, steering=False)
+    stats.steering_restarted("gap 0.300 s > 0.150 s (a frame is missing)")
+    stats.steering_restarted("stamp went back 0.900 s")
+    values = _values(stats.to_status())
+    assert values["steering published"] == "1" and values["frames processed"] == "2"
+    assert values["steering window restarts"] == "2"
+    assert values["steering last restart"] == "stamp went back 0.900 s"
+    assert stats.to_status().level == DiagnosticStatus.OK  # a restart is normal (a bag loop), not a fault
+
+
+def test_steering_gap_parameter_is_live_and_checked() -> None:
+    assert "steering_max_gap_seconds" in (validate(NodeParameters(steering_max_gap_seconds=-0.5)) or "")
+    values, problem = apply_changes(NodeParameters(), [Parameter("steering_max_gap_seconds", value=0.25)])
+    assert problem is None and values.steering_max_gap_seconds == 0.25
+    assert NodeParameters().steering_max_gap_seconds == 0.0  # 0: estimated from the frame gaps
+
+
 def test_statistics_conditions_combine_and_clear() -> None:
     now = [0.0]
     stats = NodeStatistics("node", "hw", stale_after_s=1.0, clock=lambda: now[0])

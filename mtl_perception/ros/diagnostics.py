@@ -102,6 +102,12 @@ class NodeStatistics:
         self.frames_rejected = 0
         self.frames_zero_stamp = 0
         self.messages_lost = 0
+        # With a steering graph: steering messages sent and restarts of its window (a frame missing,
+        # dropped or rejected, a stamp going back, a pause), the last one's reason.
+        self.steering = False
+        self.steering_published = 0
+        self.steering_restarts = 0
+        self.last_steering_restart = ""
         self.last_problem = ""
         self._last_problem_time = -float("inf")
         self._last_zero_stamp_time = -float("inf")
@@ -144,11 +150,13 @@ class NodeStatistics:
             self.last_problem = reason
             self._last_problem_time = self._clock()
 
-    def published(self, latency_ms: float | None, infer_ms: float) -> None:
-        """A frame's outputs went out; latency is from its header stamp (None: no usable stamp)."""
+    def published(self, latency_ms: float | None, infer_ms: float, steering: bool = False) -> None:
+        """A frame's outputs went out (``steering``: its steering too); latency is from its header
+        stamp (None: no usable stamp)."""
         with self._lock:
             now = self._clock()
             self.frames_out += 1
+            self.steering_published += int(steering)
             self._outputs.add(now)
             if latency_ms is not None:
                 self._latency_ms.add(now, latency_ms)
@@ -171,6 +179,12 @@ class NodeStatistics:
             stage: (*(float(p) for p in np.percentile(v, [50, 95], method="inverted_cdf")), max(v))
             for stage, v in history.items()
         }
+
+    def steering_restarted(self, reason: str) -> None:
+        """The steering window was emptied: no steering until it holds a full window of new frames."""
+        with self._lock:
+            self.steering_restarts += 1
+            self.last_steering_restart = reason
 
     # -- input health ----------------------------------------------------------------------------
 
@@ -242,6 +256,10 @@ class NodeStatistics:
                 "last problem": self.last_problem,
                 **self._notes,
             }
+            if self.steering:
+                values["steering published"] = str(self.steering_published)
+                values["steering window restarts"] = str(self.steering_restarts)
+                values["steering last restart"] = self.last_steering_restart
             problems = self._problems(now)
         level = max((lvl for lvl, _ in problems), default=DiagnosticStatus.OK)
         return DiagnosticStatus(

@@ -184,6 +184,7 @@ class PerceptionNode(Node):
             waiting_images=lambda: sum(self._sync.pending()),
         )
         self._stats.backend = self._pipeline.backend.name
+        self._stats.steering = self._pipeline.steering_backend is not None
         self._stats.set_paused(not self._params.enable)
         try:
             warm_ms = self._pipeline.warm_up()
@@ -196,7 +197,8 @@ class PerceptionNode(Node):
         self._pending: _Frame | None = None
         self._work_ready = threading.Condition()
         self._stopping = False
-        self._reset_steering = False
+        # Why the worker must restart the steering window before its next frame (None: no need).
+        self._reset_steering: str | None = None
         self._sync: StereoSynchronizer[Image | CompressedImage] = StereoSynchronizer(
             self._params.queue_size,
             approximate=self._params.approximate_sync,
@@ -274,6 +276,7 @@ class PerceptionNode(Node):
             output_resolution=params.output_resolution,
             resize_mode=params.resize_mode,
             steering_backend=steering,
+            steering_max_gap=params.steering_max_gap_seconds or None,
             policy=output_policy(params),
         )
 
@@ -440,6 +443,9 @@ class PerceptionNode(Node):
                 return
             if self._pending is not None:
                 self._stats.dropped()
+                # Steering must not span a frame that was never inferred. Stamps alone miss it when
+                # most frames are dropped: the median gap, the period estimate, is then a drop.
+                self._reset_steering = self._reset_steering or "a frame was dropped (the node is busy)"
             self._pending = frame
             self._work_ready.notify()
 
@@ -452,14 +458,21 @@ class PerceptionNode(Node):
                 if self._stopping:
                     return
                 frame, self._pending = self._pending, None
-                reset, self._reset_steering = self._reset_steering, False
-            if reset:
-                self._pipeline.reset()
+                reset, self._reset_steering = self._reset_steering, None
+            if reset is not None:
+                self._restart_steering(reset)
             try:
                 self._process(frame)
             except Exception as exc:  # the only worker must survive a failing frame; log and go on
                 self.get_logger().error(f"inference failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
                 self._stats.rejected(f"inference failed: {exc!r}")
+                self._restart_steering("a frame failed inference")
+
+    def _restart_steering(self, reason: str) -> None:
+        """Empty the steering window (worker thread only), counting it when it held frames."""
+        if self._pipeline.steering.frames and self._stats.steering:
+            self._stats.steering_restarted(reason)
+        self._pipeline.reset()
 
     def _process(self, frame: _Frame) -> None:
         header = frame.left.header
@@ -473,10 +486,16 @@ class PerceptionNode(Node):
                     raise InvalidMessageError(f"left {encoding} and right {right_encoding} encodings differ")
             decoded = time.perf_counter()
             camera, camera_info = self._camera_for(left.shape[1], left.shape[0])
-            result = self._pipeline.process(left, right, encoding=encoding, camera=camera)
+            stamp_ns = _stamp_ns(header)
+            # Stamp 0 means "not stamped": such frames keep the window unchecked, as without a stamp.
+            stamp = stamp_ns / 1e9 if stamp_ns else None
+            result = self._pipeline.process(left, right, encoding=encoding, camera=camera, stamp=stamp)
         except (InvalidMessageError, InputError) as exc:
             self._reject(str(exc))
+            self._restart_steering("a frame was rejected")
             return
+        if result.steering_restart is not None and self._stats.steering:
+            self._stats.steering_restarted(result.steering_restart)
         stage_ms = {
             "queue": (started - frame.completed_at) * 1e3,
             "decode": (decoded - started) * 1e3,
@@ -524,7 +543,9 @@ class PerceptionNode(Node):
             )
         else:
             latency_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
-        self._stats.published(latency_ms, result.timings.get("infer_ms", float("nan")))
+        self._stats.published(
+            latency_ms, result.timings.get("infer_ms", float("nan")), steering=result.steering is not None
+        )
 
     def _camera_for(self, width: int, height: int) -> tuple[CameraModel, CameraInfo]:
         """CameraModel for the pipeline and the camera_info of the image the outputs align with."""
@@ -606,6 +627,7 @@ class PerceptionNode(Node):
     def _apply_parameters(self, changes: list[Parameter]) -> None:
         self._params, _ = apply_changes(self._params, changes)
         self._pipeline.policy = output_policy(self._params)
+        self._pipeline.steering_max_gap = self._params.steering_max_gap_seconds or None
         self._sync.configure(
             approximate=self._params.approximate_sync,
             tolerance_s=self._params.approximate_sync_tolerance_seconds,
@@ -620,7 +642,7 @@ class PerceptionNode(Node):
                     if self._pending is not None:  # accepted but never inferred: count it
                         self._stats.dropped()
                     self._pending = None
-                    self._reset_steering = True
+                    self._reset_steering = "paused"
                 self._sync.flush()
             self.get_logger().info("resumed" if self._params.enable else "paused")
 

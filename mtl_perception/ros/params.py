@@ -47,6 +47,7 @@ class NodeParameters:
     resize_mode: str = "stretch"
     input_transport: str = "raw"
     input_timeout_seconds: float = 3.0
+    steering_max_gap_seconds: float = 0.0
     threads: int = 0
     cpu_spin_wait: bool = False
     enable: bool = True
@@ -113,6 +114,12 @@ SPECS: dict[str, _Spec] = {
     "input_timeout_seconds": _Spec(
         "With no input image for longer than this, /diagnostics says STALE; 0 = never",
         range=(0.0, 3600.0),
+    ),
+    "steering_max_gap_seconds": _Spec(
+        "Longest stamp gap (s) between the frames of one steering window: a longer gap (a missing "
+        "frame) or a stamp going back restarts the window, and steering is published again once the "
+        "window holds that many new frames; 0 = 1.5 x the median gap of the last 32 frames",
+        range=(0.0, 60.0),
     ),
     "threads": _Spec("CPU threads for the backend; 0 = library default", True, range=(0, 256)),
     "cpu_spin_wait": _Spec(
