@@ -75,7 +75,10 @@ def test_metrics_json_report_and_predictions_bag(replayed: Path, tiny_model: Pat
     assert (accuracy["seg_ece"] is not None) == has_confidence
     assert len(summary["sparsification"]["disparity_sparsification"]["curve"]) == 20
     # The steering window is 2 frames, so every frame after the first has a prediction.
-    assert summary["steering"]["frames"] == FRAMES - 1
+    steering = summary["steering"]
+    assert steering["frames_scored"] == FRAMES - 1 and steering["frames_incomplete_window"] == 1
+    assert steering["rmse_deg"] == pytest.approx(steering["mse_deg2"] ** 0.5)
+    assert summary["run"]["steering_graph"].endswith("tiny.steering.onnx")
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
     assert summary["throughput_fps"] > 0
@@ -99,7 +102,7 @@ def test_metrics_json_report_and_predictions_bag(replayed: Path, tiny_model: Pat
 
 def test_a_gate_on_an_unmeasured_metric_fails(tiny_bag: Path, tiny_model: Path, tmp_path: Path) -> None:
     """Gates that pass and fail on known answers are in test_replay_known_answer.py."""
-    assert replay(tiny_bag, tiny_model, tmp_path / "ok", "--fail-above", "steering_mae_rad=9") == 0
+    assert replay(tiny_bag, tiny_model, tmp_path / "ok", "--fail-above", "steering_rmse_deg=1e9") == 0
     assert replay(tiny_bag, tiny_model, tmp_path / "absent", "--fail-above", "no_such_metric=1") == 1
 
 

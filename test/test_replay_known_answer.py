@@ -9,6 +9,7 @@ that mangles the maps fails these tests; the same gates that pass here fail on a
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -271,3 +272,94 @@ def test_a_replay_that_evaluates_nothing_is_an_error(
     assert f"{rosbag_io.LEFT_IMAGE} and {rosbag_io.RIGHT_IMAGE} with the same header stamp" in error
     assert f"the bag has {rosbag_io.LEFT_INFO} (sensor_msgs/msg/CameraInfo, 2 messages)" in error
     assert summary_of(tmp_path / "out")["frames"]["processed"] == 0
+
+
+def _constant_steering_graph(path: Path, value: float, window: int) -> Path:
+    """A steering graph (the runtime's contract and metadata) whose output is ``value`` for any window."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    info = ModelInfo(
+        mode="steering",
+        inputs={"embeddings": (1, window, EMBEDDING_DIM)},
+        outputs=("steering",),
+        version="test",
+        embedding_dim=EMBEDDING_DIM,
+        window=window,
+    )
+    # steering = value + 0 * sum(embeddings): the input stays part of the graph.
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["embeddings"], ["total"], keepdims=1),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["nothing", "value"], ["summed"]),
+            helper.make_node("Reshape", ["summed", "shape"], ["steering"]),
+        ],
+        "constant_steering",
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [1, window, EMBEDDING_DIM])],
+        [helper.make_tensor_value_info("steering", TensorProto.FLOAT, [1])],
+        [
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("value", TensorProto.FLOAT, [], [value]),
+            helper.make_tensor("shape", TensorProto.INT64, [1], [1]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, info.metadata())
+    onnx.save(model, path)
+    return path
+
+
+def _write_frames(path: Path, frames: list[dict]) -> Path:
+    left_info, right_info = camera_infos()
+    with rosbag_io.BagWriter(path) as writer:
+        for frame in frames:
+            rosbag_io.write_stereo_frame(
+                writer, frame["stamp"], frame["left"], frame["right"], left_info, right_info, **frame["truth"]
+            )
+    return path
+
+
+def test_constant_steering_scores_the_hand_computed_error(
+    oracle: InstallOracle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Steering 0.25 rad on frames 0-8 at 10 Hz without frame 4; the truth of frame i is 0.01 i rad.
+
+    Window 3: frames 0, 1 and 5, 6 (after the gap) have no full window, so only 2, 3, 7 and 8 are
+    scored: errors 0.23, 0.22, 0.18, 0.17 rad, mean square 0.04065 rad^2.
+    """
+    frames = [frame for index, frame in enumerate(tiny_frames(9)) if index != 4]
+    bag = _write_frames(tmp_path / "gap", frames)
+    model = oracle(frames)
+    _constant_steering_graph(model.with_name("oracle.steering.onnx"), 0.25, window=3)
+    expected_mse = 0.04065 * (180 / math.pi) ** 2  # deg^2
+    assert replay(bag, model, tmp_path / "out", "--fail-above", "steering_rmse_deg=11.56") == 0
+    steering = summary_of(tmp_path / "out")["steering"]
+    assert steering["frames_scored"] == 4 and steering["frames_incomplete_window"] == 4
+    assert steering["mse_deg2"] == pytest.approx(expected_mse, rel=1e-12)
+    assert steering["rmse_deg"] == pytest.approx(math.sqrt(expected_mse), rel=1e-12)  # 11.552 deg
+    assert steering["mae_deg"] == pytest.approx(0.2 * 180 / math.pi, rel=1e-12)
+    per_frame = summary_of(tmp_path / "out")["per_frame"]
+    assert [row.get("steering_error_deg") is not None for row in per_frame] == [
+        False, False, True, True, False, False, True, True
+    ]  # fmt: skip
+    assert per_frame[2]["steering_error_deg"] == pytest.approx(math.degrees(0.23), rel=1e-12)
+    printed = capsys.readouterr().out
+    assert "steering: RMSE 11.6 deg, MSE 133.4 deg^2 over 4 frames (4 with an incomplete window" in printed
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "<h2>Steering</h2>" in report and "mse_deg2" in report and "frames_incomplete_window" in report
+    # The same answer is a gate: just below it fails.
+    assert replay(bag, model, tmp_path / "tight", "--fail-above", "steering_rmse_deg=11.55") == 1
+
+
+def test_without_a_steering_graph_steering_is_not_scored_and_says_so(
+    bag: Path, oracle: InstallOracle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = oracle(tiny_frames(3))
+    assert replay(bag, model, tmp_path / "out") == 0
+    summary = summary_of(tmp_path / "out")
+    assert "steering" not in summary and summary["run"]["steering_graph"] == "none"
+    assert "steering" in summary["run"]["ground_truth"]
+    assert "no steering graph ships with this model (oracle.steering.onnx absent)" in capsys.readouterr().out
+    assert "No steering graph beside the model" in (tmp_path / "out" / "report.html").read_text()

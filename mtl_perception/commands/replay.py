@@ -112,5 +112,33 @@ def print_headline(summary: dict, report_path: Path) -> None:
     )
     for name, value in summary["headline"].items():
         print(f"  {name:<18} {value:.4g}")
+    line = steering_line(summary)
+    if line is not None:
+        print(line)
     print(f"report: {report_path}")
     print(f"metrics: {report_path.with_name('metrics.json')}")
+
+
+def steering_line(summary: dict) -> str | None:
+    """What the replay says about steering: its error, why nothing was scored, or that no graph runs."""
+    from mtl_perception.model_info import steering_path_for
+
+    run = summary.get("run", {})
+    steering = summary.get("steering")
+    if run.get("steering_graph") == "none":
+        graph = steering_path_for(run.get("model", "model.onnx")).name
+        return f"steering: no steering graph ships with this model ({graph} absent): none published or scored"
+    if steering is None:
+        if "steering" in str(run.get("ground_truth", "")):
+            return None  # nothing processed: the frame counts already say so
+        return "steering: published, but the bag has no steering ground truth to score it against"
+    incomplete = steering["frames_incomplete_window"]
+    if not steering["frames_scored"]:
+        return (
+            f"steering: no frame scored; {incomplete} frame(s) came before their window held enough "
+            "consecutive frames (each dropped or missing frame restarts it)"
+        )
+    return (
+        f"steering: RMSE {steering['rmse_deg']:.3g} deg, MSE {steering['mse_deg2']:.4g} deg^2 over "
+        f"{steering['frames_scored']} frames ({incomplete} with an incomplete window, not scored)"
+    )

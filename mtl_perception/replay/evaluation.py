@@ -3,6 +3,10 @@
 Accuracy uses ``mtl_perception.metrics`` (pixels pooled over the bag; AUSE averaged per image). Per-frame
 timelines use a fresh ``MultiTaskMetrics`` per frame, without uncertainty, so they are the same
 definitions evaluated on one frame.
+
+Steering error is predicted minus true angle in degrees, over the frames that have a steering truth and
+a prediction: frames whose window did not yet hold T consecutive frames (the start, after a gap, a
+drop or a loop) give none, and are counted apart instead of being scored.
 """
 
 from __future__ import annotations
@@ -66,8 +70,10 @@ class ReplayEvaluator:
         panel_count: int = 6,
         max_depth: float = 80.0,
         distribution: str = "laplace",
+        steering_graph: bool = False,
     ) -> None:
         self.stereo = stereo
+        self.steering_graph = steering_graph  # the model runs a steering graph: report its error
         self.max_depth = max_depth
         self.distribution = distribution  # the model's uncertainty heads (ModelInfo)
         self.metrics = MultiTaskMetrics(stereo, max_depth=max_depth, distribution=distribution)
@@ -76,7 +82,8 @@ class ReplayEvaluator:
         self._panel_targets = sorted(
             {int(i) for i in np.linspace(0, max(frame_count - 1, 0), min(panel_count, frame_count))}
         )
-        self._steering_errors: list[float] = []
+        self._steering_errors: list[float] = []  # degrees, scored frames
+        self._steering_incomplete = 0  # processed, with a truth, but the window was not full
         self._ground_truth_frames = 0
 
     def add(self, frame: ReplayFrame, prediction: Prediction | None, latency_ms: float | None) -> None:
@@ -98,10 +105,13 @@ class ReplayEvaluator:
             frame_metrics.update_frame(outputs, sample)
             record.metrics = _timeline_metrics(frame_metrics)
             self.metrics.merge(frame_metrics)
-        if frame.steering is not None and prediction.get("steering") is not None:
-            error = float(prediction["steering"]) - frame.steering
-            self._steering_errors.append(error)
-            record.metrics["steering_error"] = error
+        if frame.steering is not None:
+            if prediction.get("steering") is not None:
+                error = math.degrees(float(prediction["steering"]) - frame.steering)
+                self._steering_errors.append(error)
+                record.metrics["steering_error_deg"] = error
+            elif self.steering_graph:
+                self._steering_incomplete += 1
         if self._panel_targets and frame.index >= self._panel_targets[0]:
             self._panel_targets.pop(0)
             self.panels.append(_panel(frame, prediction))
@@ -141,18 +151,26 @@ class ReplayEvaluator:
             out["accuracy"] = {k: v for k, v in accuracy.items() if not k.endswith("sparsification")}
             out["sparsification"] = {k: v for k, v in accuracy.items() if k.endswith("sparsification")}
             out["calibration"] = reliability_diagram(self.metrics)
-        if self._steering_errors:
-            errors = np.array(self._steering_errors)
-            out["steering"] = {
-                "frames": len(errors),
-                "mae_rad": float(np.abs(errors).mean()),
-                "rmse_rad": float(np.sqrt((errors**2).mean())),
-            }
+        if self._steering_errors or self._steering_incomplete:
+            out["steering"] = steering_summary(self._steering_errors, self._steering_incomplete)
         out["per_frame"] = [
             {"index": r.index, "stamp": r.stamp, "latency_ms": r.latency_ms, **r.metrics}
             for r in self.records
         ]
         return out
+
+
+def steering_summary(errors_deg: list[float], incomplete: int) -> dict[str, float | int | None]:
+    """MSE (deg^2), RMSE and MAE (deg) of the scored frames' errors; null when none was scored."""
+    errors = np.asarray(errors_deg, dtype=np.float64)
+    mse = float(np.mean(errors**2)) if errors.size else None
+    return {
+        "frames_scored": int(errors.size),
+        "frames_incomplete_window": incomplete,
+        "mse_deg2": mse,
+        "rmse_deg": math.sqrt(mse) if mse is not None else None,
+        "mae_deg": float(np.mean(np.abs(errors))) if errors.size else None,
+    }
 
 
 def reliability_diagram(metrics: MultiTaskMetrics) -> dict[str, list[float | None]]:

@@ -51,8 +51,10 @@ def headline(summary: dict[str, Any]) -> dict[str, float]:
     flat["drop_rate"] = summary["frames"]["drop_rate"]
     if summary.get("throughput_fps") is not None:
         flat["throughput_fps"] = summary["throughput_fps"]
-    if "steering" in summary:
-        flat["steering_mae_rad"] = summary["steering"]["mae_rad"]
+    steering = summary.get("steering", {})
+    for key in ("rmse_deg", "mse_deg2"):
+        if steering.get(key) is not None:
+            flat[f"steering_{key}"] = steering[key]
     return {k: float(v) for k, v in flat.items() if v is not None and math.isfinite(v)}
 
 

@@ -41,7 +41,7 @@ def timeline_plot(per_frame: list[dict[str, Any]]) -> str | None:
     """Latency and the per-frame accuracy metrics over the frame index (dropped frames marked)."""
     series = [
         k
-        for k in ("latency_ms", "miou", "d1_all", "epe", "abs_rel", "steering_error")
+        for k in ("latency_ms", "miou", "d1_all", "epe", "abs_rel", "steering_error_deg")
         if any(row.get(k) is not None for row in per_frame)
     ]
     if not series:
@@ -105,6 +105,8 @@ def sparsification_plot(sparsification: dict[str, Any], accuracy: dict[str, Any]
 
 def _table(rows: list[tuple[str, Any]]) -> str:
     def cell(value: Any) -> str:
+        if value is None:  # a metric with nothing to measure (JSON null)
+            return "<td>n/a</td>"
         if isinstance(value, float):
             return f'<td class="num">{value:.4g}</td>'
         return f"<td>{html.escape(str(value))}</td>"
@@ -143,7 +145,13 @@ def render_report(summary: dict[str, Any], panels: list[dict[str, Any]]) -> str:
     else:
         parts.append("<p>The bag holds no ground truth (or no frame was processed): timing only.</p>")
     if "steering" in summary:
-        parts.append("<h2>Steering</h2>" + _table(list(summary["steering"].items())))
+        parts.append(
+            "<h2>Steering</h2><p>Predicted minus true angle, degrees, over the frames whose window held "
+            "T consecutive frames; the others are counted, not scored.</p>"
+            + _table(list(summary["steering"].items()))
+        )
+    elif run.get("steering_graph") == "none" and "steering" in str(run.get("ground_truth", "")):
+        parts.append("<h2>Steering</h2><p>No steering graph beside the model: steering not evaluated.</p>")
     parts.append("<h2>Per-frame timelines</h2>" + _image(timeline_plot(summary["per_frame"]), "timelines"))
     parts.append("<h2>Sampled frames</h2>")
     for panel in panels:

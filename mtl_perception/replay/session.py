@@ -78,6 +78,7 @@ def pipeline_results(frames: Iterator[ReplayFrame], options: ReplayOptions) -> I
                 frame.right,
                 encoding=frame.encoding,
                 camera=None if camera is None else CameraModel(*camera),
+                stamp=frame.stamp / 1e9,  # the node's rule: the steering window follows the stamps
             )
             latency_ms = (time.perf_counter() - start) * 1e3
             yield frame, prediction_from_result(result), latency_ms
@@ -89,6 +90,7 @@ def pipeline_results(frames: Iterator[ReplayFrame], options: ReplayOptions) -> I
 
 def run_replay(options: ReplayOptions) -> ReplayOutcome:
     """Replay ``options.bag`` and write the outputs into ``options.out``; raises after writing on error."""
+    from mtl_perception.model_info import steering_path_for
     from mtl_perception.runtime import read_model_info
 
     if options.mode not in REPLAY_MODES:
@@ -97,8 +99,13 @@ def run_replay(options: ReplayOptions) -> ReplayOutcome:
     source = BagSource(options.bag, options.topics, stereo=info.is_stereo)
     total = source.frame_count if options.max_frames is None else min(source.frame_count, options.max_frames)
     options.out.mkdir(parents=True, exist_ok=True)
+    steering_path = steering_path_for(options.model)
     evaluator = ReplayEvaluator(
-        info.is_stereo, total, options.panels, distribution=info.uncertainty_distribution
+        info.is_stereo,
+        total,
+        options.panels,
+        distribution=info.uncertainty_distribution,
+        steering_graph=steering_path.is_file(),
     )
     bag_path = options.out / PREDICTIONS_BAG
     if bag_path.exists():
@@ -144,6 +151,7 @@ def run_replay(options: ReplayOptions) -> ReplayOutcome:
         "backend": options.backend,
         "frames_in_bag": source.frame_count,
         "ground_truth": ", ".join(source.ground_truth) or "none",
+        "steering_graph": str(steering_path) if steering_path.is_file() else "none",
         "rate": options.rate if options.mode == "node" else "as fast as possible",
         "wall_s": wall_s,
     }
