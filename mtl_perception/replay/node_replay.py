@@ -363,7 +363,10 @@ def _settled(
     """Yield the oldest frames whose outputs are complete (or given up on as dropped), in order.
 
     ``steering`` is the steering graph's window (None: no graph): the node publishes steering from
-    the window-th frame it processes on, so only those frames wait for it.
+    the window-th frame it processes on, so only those frames wait for it. A restart of the node's
+    window (a drop, a stamp gap) means some of them get none; they wait only until a later frame is
+    done, and are then scored as frames with an incomplete window. Waiting too little would lose a
+    steering value that was on its way, so the rule errs on the side of waiting.
     """
     while True:
         with collector.lock:
