@@ -21,14 +21,13 @@ def tiny_stereo_config(**overrides: object) -> StereoNetConfig:
         aggregation_channels=4,
         refine_channels=8,
         max_disparity=16,
-        embedding_dim=12,
     )
     return dataclasses.replace(config, **overrides)
 
 
 def tiny_mono_config(**overrides: object) -> MonoNetConfig:
     """Untrained mono net at 64x128 with narrow decoders."""
-    config = MonoNetConfig(pretrained=False, input_size=TINY_SIZE, decoder_channels=16, embedding_dim=12)
+    config = MonoNetConfig(pretrained=False, input_size=TINY_SIZE, decoder_channels=16)
     return dataclasses.replace(config, **overrides)
 
 

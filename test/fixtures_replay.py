@@ -24,7 +24,7 @@ _ROWS = np.arange(SIZE[0], dtype=np.float32)[:, None]
 GROUND_DISPARITY = np.repeat(
     np.clip((_ROWS - 0.4 * SIZE[0]) / (0.6 * SIZE[0]), 0.0, 1.0) * (0.1 * SIZE[1]), SIZE[1], axis=1
 ).astype(np.float32)
-TINY_STEREO = tiny_stereo_config(input_size=SIZE, embedding_dim=8)
+TINY_STEREO = tiny_stereo_config(input_size=SIZE)
 
 
 def camera_infos(width: int = SIZE[1], height: int = SIZE[0], fx: float = 64.0, baseline: float = 0.3):
@@ -96,9 +96,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = export_deploy_model(
         DeployModel(model), TINY_STEREO, root / "tiny.onnx", simplify=False, parity_frames=1
     )
-    head = SteeringHead(TINY_STEREO.embedding_dim, window=STEERING_WINDOW)
     export_steering_head(
-        head, TINY_STEREO.embedding_dim, STEERING_WINDOW, steering_path_for(result.onnx_path)
+        SteeringHead.for_model(model, window=STEERING_WINDOW), steering_path_for(result.onnx_path)
     )
     return result.onnx_path
 

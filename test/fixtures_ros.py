@@ -57,15 +57,11 @@ def export_tiny_model(directory: Path, mode: str) -> Path:
     """A randomly initialised 64x128 model (+ steering graph) exported the way `export` does it."""
     torch.manual_seed(0)
     config = tiny_stereo_config() if mode == "stereo" else tiny_mono_config()
-    deploy = DeployModel(build_model(config)).eval()
+    model = build_model(config)
+    deploy = DeployModel(model).eval()
     path = directory / f"{mode}_tiny.onnx"
     export_deploy_model(deploy, config, path, simplify=False, parity_frames=1)
-    export_steering_head(
-        SteeringHead(config.embedding_dim, STEERING_WINDOW),
-        config.embedding_dim,
-        STEERING_WINDOW,
-        steering_path_for(path),
-    )
+    export_steering_head(SteeringHead.for_model(model, window=STEERING_WINDOW), steering_path_for(path))
     return path
 
 

@@ -68,7 +68,6 @@ def tiny_model_dict(mode: str = "stereo") -> dict[str, Any]:
         "backbone": "mobilenetv3_small_050",
         "pretrained": False,
         "input_size": [HEIGHT, WIDTH],
-        "embedding_dim": 8,
         "decoder_channels": 16,
     }
     if mode == "stereo":

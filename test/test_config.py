@@ -66,8 +66,10 @@ def test_every_strict_config_checks_types_the_same_way() -> None:
         train_config_from_dict({"optim": {"lr": "fast"}})
     with pytest.raises(ConfigError, match=r"config\.data\.augmentation: hue: expected float, got 'fast'"):
         train_config_from_dict({"data": {"augmentation": {"hue": "fast"}}})
-    with pytest.raises(ConfigError, match="model: embedding_dim: expected int, got 'fast'"):
-        model_config_from_dict({"embedding_dim": "fast"})
+    with pytest.raises(ConfigError, match="model: decoder_channels: expected int, got 'fast'"):
+        model_config_from_dict({"decoder_channels": "fast"})
+    with pytest.raises(ConfigError, match=r"embedding_grid \[2, 5\] needs a cell per 1/32 feature"):
+        model_config_from_dict({"embedding_grid": [2, 5], "input_size": [64, 128]})
     with pytest.raises(ConfigError, match=r"model: input_size: item 0: expected int, got 256\.5"):
         model_config_from_dict({"mode": "mono", "input_size": [256.5, 512]})
     with pytest.raises(ConfigError, match="augmentation: crop_size: expected 2 values"):

@@ -17,7 +17,15 @@ from mtl_perception.data.frames import frame_feeds, procedural_frames
 from mtl_perception.errors import UserError
 from mtl_perception.export.parity import ParityTolerance, check_parity
 from mtl_perception.model_info import steering_path_for
-from mtl_perception.networks import MonoNetConfig, SteeringHead, StereoNetConfig, build_model, save_checkpoint
+from mtl_perception.networks import (
+    MonoNetConfig,
+    SteeringHead,
+    StereoNetConfig,
+    build_model,
+    load_steering_head,
+    save_checkpoint,
+    save_steering_head,
+)
 from mtl_perception.runtime import (
     CameraModel,
     ModelFileError,
@@ -30,7 +38,6 @@ TINY = {
     "pretrained": False,
     "input_size": (64, 128),
     "decoder_channels": 16,
-    "embedding_dim": 8,
 }
 TINY_STEREO = StereoNetConfig(
     **TINY, max_disparity=16, matching_channels=8, aggregation_channels=4, refine_channels=8
@@ -43,8 +50,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised tiny stereo model saved as checkpoint, exported with the CLI."""
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(root / "tiny.pt", build_model(TINY_STEREO), TINY_STEREO)
-    torch.save(SteeringHead(TINY["embedding_dim"], window=WINDOW).state_dict(), root / "steer.pt")
+    model = build_model(TINY_STEREO)
+    checkpoint = save_checkpoint(root / "tiny.pt", model, TINY_STEREO)
+    save_steering_head(root / "steer.pt", SteeringHead.for_model(model, window=WINDOW))
     assert main(["export", str(checkpoint), "--frames", "2", "--steering", str(root / "steer.pt")]) == 0
     return root / "tiny.onnx"
 
@@ -61,7 +69,7 @@ def test_graph_has_design_names_static_shapes_and_metadata(exported: Path) -> No
     assert info.input_size == (64, 128)
     assert info.inputs["left"] == (1, 3, 64, 128)
     assert info.max_disparity == 16.0
-    assert info.embedding_dim == 8
+    assert info.embedding_dim == build_model(TINY_STEREO).embedding_dim > 0
     assert [c["name"] for c in info.classes][:2] == ["road", "sidewalk"]
     assert info.version
 
@@ -100,9 +108,8 @@ def test_parity_detects_a_different_model(exported: Path) -> None:
 def test_steering_graph_matches_torch_head_through_the_pipeline(exported: Path) -> None:
     steering_file = steering_path_for(exported)
     info = read_model_info(steering_file)
-    assert (info.mode, info.window, info.embedding_dim) == ("steering", WINDOW, 8)
-    head = SteeringHead(8, window=WINDOW)
-    head.load_state_dict(torch.load(exported.parent / "steer.pt", weights_only=True))
+    head, _ = load_steering_head(exported.parent / "steer.pt")
+    assert (info.mode, info.window, info.embedding_dim) == ("steering", WINDOW, head.embedding_dim)
     model = create_backend("onnxruntime", exported)
     pipeline = Pipeline(model, steering_backend=create_backend("onnxruntime", steering_file))
     frames = procedural_frames((64, 128), WINDOW, seed=2)

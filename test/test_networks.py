@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fixtures_networks import random_images, tiny_mono_config, tiny_stereo_config
 
 from mtl_perception.config import ConfigError
@@ -20,7 +21,7 @@ from mtl_perception.networks import (
     build_model,
     model_config_from_dict,
 )
-from mtl_perception.networks.heads import softmax_confidence, upsample
+from mtl_perception.networks.heads import grid_embedding, softmax_confidence, upsample
 from mtl_perception.networks.matching import (
     DisparityConv,
     correlation_cost_volume,
@@ -63,7 +64,7 @@ def test_stereo_outputs_follow_the_contract():
     assert out["coarse_semantic_logits"].shape[:2] == (n, config.num_classes)
     assert out["disparity"].shape == (n, 1, h, w)
     assert out["disparity_log_scale"].shape == (n, 1, h, w)
-    assert out["embedding"].shape == (n, config.embedding_dim)
+    assert out["embedding"].shape == (n, model.embedding_dim)
     assert (out["disparity"] >= 0).all()
     assert all(torch.isfinite(v).all() for v in out.values())
 
@@ -79,7 +80,7 @@ def test_mono_outputs_follow_the_contract_and_depth_stays_in_range():
     assert set(out) == {"semantic_logits", "depth", "depth_log_scale", "embedding"}
     assert out["semantic_logits"].shape == (2, config.num_classes, h, w)
     assert out["depth"].shape == out["depth_log_scale"].shape == (2, 1, h, w)
-    assert out["embedding"].shape == (2, config.embedding_dim)
+    assert out["embedding"].shape == (2, model.embedding_dim)
     assert (out["depth"] >= 1.0 - 1e-4).all()
     assert (out["depth"] <= 40.0 + 1e-3).all()
 
@@ -113,7 +114,7 @@ def test_deploy_outputs_have_exported_names_types_and_ranges(make_config):
     assert ((confidence >= 1 / config.num_classes - 1e-6) & (confidence <= 1)).all()
     assert outputs[geometry].shape == outputs[f"{geometry}_uncertainty"].shape == (2, h, w)
     assert (outputs[f"{geometry}_uncertainty"] > 0).all()
-    assert outputs["embedding"].shape == (2, config.embedding_dim)
+    assert outputs["embedding"].shape == (2, deploy.model.embedding_dim)
 
 
 def test_laplace_uncertainty_is_sqrt2_times_gaussian_for_the_same_weights():
@@ -287,17 +288,36 @@ def test_soft_argmin_returns_the_expected_candidate():
     assert torch.allclose(soft_argmin(torch.zeros(1, 5, 1, 1)), torch.tensor(2.0))
 
 
-def test_steering_head_maps_a_window_to_one_angle_and_order_matters_only_via_weights():
+def test_steering_head_maps_a_window_to_one_angle_and_order_matters_only_via_positions():
     torch.manual_seed(0)
-    head = SteeringHead(embedding_dim=12, window=16).eval()
-    embeddings = torch.randn(1, 16, 12)
+    head = SteeringHead(12, window=16).eval()
+    embeddings = torch.randn(3, 16, 12)
     permuted = embeddings[:, torch.randperm(16)]
     with torch.no_grad():
         steering = head(embeddings)
-        assert steering.shape == (1,)
+        assert steering.shape == (3,)
         assert not torch.allclose(steering, head(permuted))
         head.position.zero_()
         torch.testing.assert_close(head(embeddings), head(permuted))
+
+
+def test_grid_embedding_keeps_where_the_features_are():
+    """A bright left half and a bright right half pool to the same global mean but not the same grid."""
+    left, right = torch.zeros(1, 2, 4, 8), torch.zeros(1, 2, 4, 8)
+    left[..., :4], right[..., 4:] = 1.0, 1.0
+    assert torch.equal(left.mean(dim=(2, 3)), right.mean(dim=(2, 3)))
+    grid_left, grid_right = grid_embedding(left, (2, 4)), grid_embedding(right, (2, 4))
+    assert grid_left.shape == (1, 2 * 8)
+    assert not torch.equal(grid_left, grid_right)
+    # Channel-major: channel 0's eight cells first, row by row (cols 0-1 of 4 are the left half).
+    assert grid_left[0, :8].tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("size", [(8, 16), (3, 5), (2, 7)])
+def test_grid_embedding_is_adaptive_average_pooling(size):
+    features = torch.randn(2, 3, *size)
+    expected = F.adaptive_avg_pool2d(features, (2, 4)).flatten(1)
+    torch.testing.assert_close(grid_embedding(features, (2, 4)), expected)
 
 
 def test_softmax_confidence_spans_its_range():

@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mtl_perception.errors import UserError
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger("mtl_perception.export")
 
@@ -33,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tol-other", type=float, default=1e-3, help="max abs diff of other float outputs")
     parser.add_argument("--tol-segmentation", type=float, default=99.5, help="min class agreement (percent)")
     parser.add_argument(
-        "--steering", type=Path, help="steering head weights (state dict) to export as <name>.steering.onnx"
+        "--steering",
+        type=Path,
+        help="steering head (.pt from a steering `mtl-perception train`) to export as <name>.steering.onnx",
     )
     parser.add_argument("--tensorrt", action="store_true", help="also build and cache the TensorRT engine")
     parser.add_argument("--engine", type=Path, help="engine file (default: the engine cache)")
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from mtl_perception.export.onnx_export import Staging, export_deploy_model, export_steering_head
     from mtl_perception.export.parity import ParityTolerance
     from mtl_perception.model_info import check_model_file, steering_path_for
-    from mtl_perception.networks import DeployModel, load_checkpoint
+    from mtl_perception.networks import DeployModel, load_checkpoint, load_steering_head
 
     if args.opset < 17:
         raise UserError(f"--opset {args.opset}: the exported graphs need opset 17 or newer")
@@ -65,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         segmentation_agreement=args.tol_segmentation,
     )
     model, config, _meta = load_checkpoint(checkpoint)
-    head = load_steering_head(check_model_file(args.steering, ".pt")) if args.steering else None
+    head = load_steering_head(check_model_file(args.steering, ".pt"))[0] if args.steering else None
     with Staging() as staging:
         result = export_deploy_model(
             DeployModel(model),
@@ -81,11 +79,13 @@ def run(args: argparse.Namespace) -> int:
         print(result.parity.summary())
         passed = result.parity.passed
         if head is not None:
-            embedding_dim, window = head.position.shape[2], head.window
+            if head.embedding_dim != result.info.embedding_dim:
+                raise UserError(
+                    f"{args.steering}: the head reads embeddings of size {head.embedding_dim}, the model "
+                    f"gives {result.info.embedding_dim}; train the head on this model's encoder"
+                )
             steering = steering_path_for(output)
-            _, report = export_steering_head(
-                head, embedding_dim, window, staging.path_for(steering), opset=args.opset
-            )
+            _, report = export_steering_head(head, staging.path_for(steering), opset=args.opset)
             print(f"{steering}:")
             print(report.summary())
             passed = passed and report.passed
@@ -108,22 +108,3 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"TensorRT engine: {engine}")
     return 0
-
-
-def load_steering_head(path: Path) -> torch.nn.Module:
-    """A SteeringHead from a saved state dict (bare or under ``state_dict``); sizes from its weights."""
-    import torch
-
-    from mtl_perception.networks import SteeringHead
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        _, window, embedding_dim = state["position"].shape
-        head = SteeringHead(embedding_dim, window=window, hidden=state["score.0.weight"].shape[0])
-        head.load_state_dict(state)
-    except (KeyError, AttributeError, RuntimeError, ValueError, OSError) as exc:
-        raise UserError(
-            f"{path}: not a SteeringHead state dict ({exc}); save head.state_dict() with torch.save"
-        ) from exc
-    return head

@@ -1,4 +1,4 @@
-"""`mtl-perception train`: train a stereo or mono multi-task network from a YAML config."""
+"""`mtl-perception train`: a stereo or mono multi-task network, or a steering head, from a YAML config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from mtl_perception.commands import add_override_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="training YAML, e.g. config/train/stereo.yaml")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="training YAML, e.g. config/train/stereo.yaml (a 'steering:' YAML trains a steering head)",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue from the newest state in the output dir"
     )
@@ -22,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtl_perception.training.steering import is_steering_config, load_steering_yaml
+
+    raw = load_steering_yaml(args.config)
+    if is_steering_config(raw):
+        return _run_steering(args, raw)
     from mtl_perception.training.config import load_train_config
     from mtl_perception.training.evaluation import format_metrics
     from mtl_perception.training.trainer import run_training
@@ -31,4 +40,23 @@ def run(args: argparse.Namespace) -> int:
     if metrics:
         print(format_metrics(metrics))
     print(f"outputs in {config.train.output_dir}")
+    return 0
+
+
+def _run_steering(args: argparse.Namespace, raw: dict) -> int:
+    from mtl_perception.errors import UserError
+    from mtl_perception.training.steering import (
+        format_steering_metrics,
+        run_steering_training,
+        steering_config_from_dict,
+    )
+
+    if args.resume or args.max_minutes is not None:
+        raise UserError(
+            "a steering run resumes by itself (finished folds are kept); --resume/--max-minutes do not apply"
+        )
+    config = steering_config_from_dict(raw, args.overrides)
+    metrics = run_steering_training(config)
+    print(format_steering_metrics(metrics))
+    print(f"outputs in {config.output_dir}")
     return 0

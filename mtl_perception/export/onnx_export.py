@@ -20,6 +20,7 @@ from mtl_perception.data.frames import frame_feeds, stereo_frames
 from mtl_perception.export.parity import InferFn, ParityReport, ParityTolerance, check_parity
 from mtl_perception.model_info import STEERING_MODE, ModelInfo
 from mtl_perception.networks.deploy import describe_deploy_model
+from mtl_perception.networks.heads import SteeringHead
 from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
 OPSET = 17
@@ -198,9 +199,10 @@ def export_deploy_model(
 
 
 def export_steering_head(
-    head: torch.nn.Module, embedding_dim: int, window: int, output: str | Path, *, opset: int = OPSET
+    head: SteeringHead, output: str | Path, *, opset: int = OPSET
 ) -> tuple[Path, ParityReport]:
     """Export the steering head (``embeddings`` 1xTxD -> ``steering``) and check it on random windows."""
+    embedding_dim, window = head.embedding_dim, head.window
     info = ModelInfo(
         mode=STEERING_MODE,
         inputs={"embeddings": (1, window, embedding_dim)},

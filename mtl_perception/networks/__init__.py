@@ -1,6 +1,11 @@
 """Backbone, stereo and mono multi-task networks, heads, deploy wrapper and checkpoints."""
 
-from mtl_perception.networks.checkpoint import load_checkpoint, save_checkpoint
+from mtl_perception.networks.checkpoint import (
+    load_checkpoint,
+    load_steering_head,
+    save_checkpoint,
+    save_steering_head,
+)
 from mtl_perception.networks.config import (
     ModelConfig,
     MonoNetConfig,
@@ -19,6 +24,8 @@ __all__ = [
     "StereoNetConfig",
     "build_model",
     "load_checkpoint",
+    "load_steering_head",
     "model_config_from_dict",
     "save_checkpoint",
+    "save_steering_head",
 ]

@@ -13,6 +13,7 @@ from mtl_perception.config import ConfigError, to_dict
 from mtl_perception.errors import UserError
 from mtl_perception.networks.config import ModelConfig, model_config_from_dict
 from mtl_perception.networks.factory import build_model
+from mtl_perception.networks.heads import SteeringHead
 
 CHECKPOINT_FORMAT = "mtl_perception.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -52,14 +53,61 @@ def load_checkpoint(
         raise UserError(f"{path} is not an mtl_perception checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise UserError(f"{path}: checkpoint version {payload.get('version')} is not supported")
+    stored_config, state_dict = dict(payload["model_config"]), payload["state_dict"]
+    if "embedding_dim" in stored_config:
+        # Checkpoints from before the grid embedding carry an untrained projection (it never got a
+        # gradient: the steering head was never trained); the grid embedding replaces it.
+        del stored_config["embedding_dim"]
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("embedding.")}
     try:
-        config = model_config_from_dict(payload["model_config"], where=f"{path.name}:model_config")
+        config = model_config_from_dict(stored_config, where=f"{path.name}:model_config")
     except ConfigError as exc:
         raise UserError(f"{path}: stored model config is invalid: {exc}") from exc
     # The weights come from the checkpoint, so the pretrained backbone file is never needed here.
     model = build_model(dataclasses.replace(config, pretrained=False))
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not match the stored model config: {exc}") from exc
     return model.to(map_location).eval(), config, dict(payload.get("meta", {}))
+
+
+STEERING_FORMAT = "mtl_perception.steering_head"
+
+
+def save_steering_head(path: str | Path, head: SteeringHead, **meta: Any) -> Path:
+    """Write a steering head: its sizes, weights and plain-data ``meta`` (what it was trained on)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": STEERING_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "hparams": dict(head.hparams),
+        "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+        "meta": meta,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_steering_head(path: str | Path) -> tuple[SteeringHead, dict[str, Any]]:
+    """Read a file written by ``save_steering_head`` -> (head in eval mode, meta); UserError if not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"steering head not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise UserError(f"cannot read steering head {path} (corrupt or not a torch file): {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != STEERING_FORMAT:
+        raise UserError(
+            f"{path} is not a steering head written by `mtl-perception train` (a steering config)"
+        )
+    try:
+        head = SteeringHead(**payload["hparams"])
+        head.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError) as exc:
+        raise UserError(f"{path}: steering head weights do not match its sizes: {exc}") from exc
+    return head.eval(), dict(payload.get("meta", {}))

@@ -31,7 +31,8 @@ class _NetConfig:
     pretrained_path: str | None = None
     num_classes: int = NUM_CLASSES
     input_size: tuple[int, int] = (256, 512)  # [H, W]; multiples of 32, at least 64
-    embedding_dim: int = 128
+    # The steering embedding: the 1/32 features average-pooled onto this [rows, cols] grid.
+    embedding_grid: tuple[int, int] = (2, 4)
     uncertainty_distribution: str = "laplace"
     decoder_channels: int = 64  # segmentation decoder width
 
@@ -53,8 +54,13 @@ class _NetConfig:
             )
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
+        for side, cells in zip(self.input_size, self.embedding_grid, strict=True):
+            if not 1 <= cells <= side // INPUT_MULTIPLE:
+                raise ValueError(
+                    f"embedding_grid {list(self.embedding_grid)} needs a cell per 1/32 feature at least; "
+                    f"the 1/32 map of input_size {list(self.input_size)} is "
+                    f"{[s // INPUT_MULTIPLE for s in self.input_size]}"
+                )
 
 
 @dataclass

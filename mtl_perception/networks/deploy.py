@@ -98,7 +98,7 @@ def describe_deploy_model(deploy: DeployModel, config: ModelConfig) -> ModelInfo
         inputs={name: (1, 3, height, width) for name in deploy.input_names},
         outputs=tuple(deploy.output_names),
         version=__version__,
-        embedding_dim=int(config.embedding_dim),
+        embedding_dim=int(deploy.model.embedding_dim),
         input_size=(height, width),
         max_disparity=float(getattr(config, "max_disparity", 0.0)),
         classes=tuple(class_table()[: int(config.num_classes)]),

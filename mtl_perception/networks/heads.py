@@ -68,9 +68,30 @@ class FPNDecoder(nn.Module):
         return self.smooth(fused)
 
 
-def global_embedding(deepest: torch.Tensor, projection: nn.Linear) -> torch.Tensor:
-    """Per-frame latent for the steering head: global average pool of the deepest features, projected."""
-    return projection(deepest.mean(dim=(2, 3)))
+def grid_embedding(deepest: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Per-frame latent for the steering head: the deepest features average-pooled onto a grid.
+
+    NxCxHxW -> Nx(C*gh*gw), channel-major (reshape to NxCx(gh*gw) to get one vector per cell). A
+    coarse grid rather than one global mean keeps where things are (the road ahead bends left or
+    right); it has no weights, so the frozen encoder's latent reaches the steering head unchanged
+    and everything the head learns lives in the steering graph.
+    """
+    height, width = deepest.shape[-2:]
+    # Adaptive average pooling as one matmul with a constant bin matrix: torch's ONNX export of
+    # adaptive pooling fails where the grid does not divide the map (a 96x160 input's 3x5 map).
+    rows, cols = _average_bins(height, grid[0]), _average_bins(width, grid[1])
+    weights = (rows[:, None, :, None] * cols[None, :, None, :]).reshape(grid[0] * grid[1], height * width)
+    return (deepest.flatten(2) @ weights.to(deepest).T).flatten(1)
+
+
+def _average_bins(size: int, cells: int) -> torch.Tensor:
+    """cells x size averaging weights of adaptive pooling (bin i spans floor(i*size/cells) ..
+    ceil((i+1)*size/cells), as torch.nn.AdaptiveAvgPool does)."""
+    weights = torch.zeros(cells, size)
+    for i in range(cells):
+        start, end = (i * size) // cells, -((-(i + 1) * size) // cells)
+        weights[i, start:end] = 1.0 / (end - start)
+    return weights
 
 
 def softmax_confidence(logits: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,22 +121,46 @@ def std_to_log_scale(std: torch.Tensor, distribution: str) -> torch.Tensor:
 class SteeringHead(nn.Module):
     """Attentive pooling over the last ``window`` frame embeddings -> steering angle (radians).
 
-    Each frame's score comes from an MLP over (embedding + learned position embedding); a softmax
-    over time weights the frames and an MLP maps the weighted sum to the angle. Frame order matters
-    only through the position embeddings (with them zero the head is permutation invariant).
+    Each frame's embedding (the whole ``grid_embedding``, so where things are in the image stays in
+    its token) is normalised, projected to ``width`` and tagged with a learned position for its
+    place in the window. ``queries`` learned queries attend over the window's frame tokens (softmax
+    over time) and an MLP maps what they gathered to the angle. Attention is written with matmul
+    and softmax rather than ``nn.MultiheadAttention`` so the exported graph is a few plain ops that
+    any ONNX Runtime or TensorRT version runs.
     """
 
-    def __init__(self, embedding_dim: int, window: int = 16, hidden: int = 64):
+    def __init__(
+        self,
+        embedding_dim: int,
+        window: int = 16,
+        width: int = 64,
+        queries: int = 4,
+        hidden: int = 64,
+        dropout: float = 0.0,
+    ):
         super().__init__()
-        self.window = window
-        self.position = nn.Parameter(torch.zeros(1, window, embedding_dim))
+        self.embedding_dim, self.window = embedding_dim, window
+        self.hparams = {"embedding_dim": embedding_dim, "window": window, "width": width}
+        self.hparams |= {"queries": queries, "hidden": hidden, "dropout": dropout}
+        self.project = nn.Sequential(
+            nn.LayerNorm(embedding_dim), nn.Dropout(dropout), nn.Linear(embedding_dim, width)
+        )
+        self.position = nn.Parameter(torch.zeros(1, window, width))
         nn.init.normal_(self.position, std=0.02)
-        self.score = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        self.regress = nn.Sequential(nn.Linear(embedding_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.queries = nn.Parameter(torch.randn(queries, width) * width**-0.5)
+        self.scale = width**-0.5  # scaled dot-product attention
+        self.key = nn.Linear(width, width)
+        self.value = nn.Linear(width, width)
+        self.regress = nn.Sequential(nn.Linear(queries * width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    @classmethod
+    def for_model(cls, model: nn.Module, **sizes: float) -> SteeringHead:
+        """A head sized for ``model``'s per-frame embedding."""
+        return cls(model.embedding_dim, **sizes)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """NxTxD embeddings (T = window, oldest first) -> N steering angles in radians."""
-        frames = embeddings + self.position
-        weights = torch.softmax(self.score(frames), dim=1)  # NxTx1
-        pooled = (weights * frames).sum(dim=1)
-        return self.regress(pooled).squeeze(-1)
+        tokens = self.project(embeddings) + self.position  # N x T x width
+        scores = self.queries @ self.key(tokens).transpose(1, 2) * self.scale  # N x queries x T
+        pooled = torch.softmax(scores, dim=-1) @ self.value(tokens)  # N x queries x width
+        return self.regress(pooled.flatten(1)).squeeze(-1)

@@ -7,7 +7,7 @@ from torch import nn
 
 from mtl_perception.networks.backbone import Backbone
 from mtl_perception.networks.config import MonoNetConfig
-from mtl_perception.networks.heads import FPNDecoder, SeparableConvBNReLU, global_embedding, upsample
+from mtl_perception.networks.heads import FPNDecoder, SeparableConvBNReLU, grid_embedding, upsample
 
 DECODER_STRIDE = 4  # both decoders predict at 1/4 and upsample to the input size
 
@@ -33,7 +33,8 @@ class MonoMultiTaskNet(nn.Module):
         self.depth_decoder = FPNDecoder(channels, width)
         # Two channels: inverse-depth logit and depth log scale.
         self.depth_head = nn.Sequential(SeparableConvBNReLU(width, width), nn.Conv2d(width, 2, 3, padding=1))
-        self.embedding = nn.Linear(channels[-1], config.embedding_dim)
+        rows, cols = config.embedding_grid
+        self.embedding_dim = channels[-1] * rows * cols
 
     def forward(
         self, image: torch.Tensor, *, upsample_semantic_logits: bool = True
@@ -56,5 +57,5 @@ class MonoMultiTaskNet(nn.Module):
             "semantic_logits": semantic_logits,
             "depth": 1.0 / inverse_depth,
             "depth_log_scale": depth_out[:, 1:],
-            "embedding": global_embedding(features[-1], self.embedding),
+            "embedding": grid_embedding(features[-1], self.config.embedding_grid),
         }

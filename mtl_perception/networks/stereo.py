@@ -26,7 +26,7 @@ from mtl_perception.networks.config import COST_VOLUME_STRIDE, REFINE_STRIDE, St
 from mtl_perception.networks.heads import (
     FPNDecoder,
     SeparableConvBNReLU,
-    global_embedding,
+    grid_embedding,
     upsample,
 )
 from mtl_perception.networks.matching import (
@@ -65,6 +65,9 @@ class StereoMultiTaskNet(nn.Module):
         c4, c8, c16, c32 = self.backbone.channels
         seg_ch, match_ch = config.decoder_channels, config.matching_channels
         agg_ch = config.aggregation_channels
+        # The embedding pools the 1/32 level, which only a net with segmentation computes.
+        rows, cols = config.embedding_grid
+        self.embedding_dim = c32 * rows * cols if self.semantic else 0
 
         if self.semantic:
             # Coarse segmentation from the deep levels (1/8 .. 1/32), output at 1/8.
@@ -76,7 +79,6 @@ class StereoMultiTaskNet(nn.Module):
             self.refined_head = nn.Sequential(
                 SeparableConvBNReLU(seg_ch, seg_ch), nn.Conv2d(seg_ch, config.num_classes, 1)
             )
-            self.embedding = nn.Linear(c32, config.embedding_dim)
 
         if self.disparity:
             # Matching features stop at 1/16 so the right view never runs the 1/32 stage.
@@ -195,5 +197,5 @@ class StereoMultiTaskNet(nn.Module):
         return {
             "semantic_logits": upsample(logits, self.SEMANTIC_LOGITS_STRIDE) if upsample_logits else logits,
             "coarse_semantic_logits": self.coarse_classifier(seg_features),
-            "embedding": global_embedding(left_features[-1], self.embedding),
+            "embedding": grid_embedding(left_features[-1], self.config.embedding_grid),
         }

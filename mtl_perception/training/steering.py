@@ -72,6 +72,10 @@ class SteeringOptimConfig:
 class SteeringConfig:
     model: str = ""  # perception checkpoint (.pt) whose encoder the head reads
     encoder: str = "multitask"  # one of steering_data.ENCODERS
+    # True: the head sees one global average per frame instead of the model's grid (the embedding
+    # before the grid, for comparison; such a head does not match the exported embedding, so it
+    # is not saved for export).
+    global_average: bool = False
     folds: int = 4
     seed: int = 0
     output_dir: str = "runs/steering"
@@ -245,7 +249,7 @@ class SteeringTrainer:
         head_config = self.config.head
         rows, cols = self.grid
         head = SteeringHead(
-            self.channels * rows * cols,
+            self.channels * (1 if self.config.global_average else rows * cols),
             window=head_config.window,
             width=head_config.width,
             queries=head_config.queries,
@@ -253,12 +257,12 @@ class SteeringTrainer:
             dropout=head_config.dropout,
         )
         if self.config.encoder != "multitask_finetuned":
-            return head, EncoderTail(None, self.grid)
+            return head, EncoderTail(None, self.grid, self.config.global_average)
         backbone = load_checkpoint(self.config.model)[0].backbone
         backbone.requires_grad_(False)
         for step in backbone.steps[backbone.level_steps[-2] + 1 : backbone.level_steps[-1] + 1]:
             step.requires_grad_(True)
-        return head, EncoderTail(backbone, self.grid)
+        return head, EncoderTail(backbone, self.grid, self.config.global_average)
 
     def _fingerprint(self) -> dict[str, Any]:
         """What a stored result depends on: a fold file from another config is not reused."""
@@ -337,7 +341,7 @@ def run_steering_training(config: SteeringConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     output = Path(config.output_dir)
-    if config.encoder == "multitask":
+    if config.encoder == "multitask" and not config.global_average:
         # Only a head on the shipped, unchanged encoder can be exported beside that model.
         save_steering_head(
             output / HEAD_FILE, fit.head, encoder=config.encoder, model=config.model, test=final["test"]

@@ -45,17 +45,20 @@ class SequenceFeatures:
 
 class EncoderTail(nn.Module):
     """Cached features -> per-frame embedding: identity for a frozen encoder, the 1/32 stage when
-    fine-tuned (its batch norm keeps the loaded statistics: windows of one sequence are no batch)."""
+    fine-tuned (its batch norm keeps the loaded statistics: windows of one sequence are no batch).
+    ``global_average`` averages the grid cells into one vector (the global mean: the cells are
+    equal where the grid divides the map, as the default 2x4 grid does the 8x16 map of 256x512)."""
 
-    def __init__(self, backbone: Backbone | None, grid: tuple[int, int]):
+    def __init__(self, backbone: Backbone | None, grid: tuple[int, int], global_average: bool = False):
         super().__init__()
-        self.backbone, self.grid = backbone, grid
+        self.backbone, self.grid, self.global_average = backbone, grid, global_average
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.backbone is None:
-            return features
-        deepest = self.backbone.deeper(features, FINETUNED_FROM_LEVEL)[-1]
-        return grid_embedding(deepest, self.grid)
+        if self.backbone is not None:
+            features = grid_embedding(self.backbone.deeper(features, FINETUNED_FROM_LEVEL)[-1], self.grid)
+        if self.global_average:
+            features = features.reshape(len(features), -1, self.grid[0] * self.grid[1]).mean(-1)
+        return features
 
     def train(self, mode: bool = True) -> EncoderTail:
         super().train(mode)

@@ -109,9 +109,9 @@ class Trainer:
         self.ddp: nn.Module = self.model
         if self.world.world_size > 1:
             ids = [self.world.device.index] if self.world.device.type == "cuda" else None
-            # The steering embedding's projection never gets a gradient here (it is trained with the
-            # steering head). static_graph=True would be cheaper but left the ranks' weights apart in
-            # the 2-process test.
+            # Unused parameters allowed: a config may switch off a loss whose head then gets no
+            # gradient. static_graph=True would be cheaper but left the ranks' weights apart in the
+            # 2-process test.
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         # Different augmentation per rank, reproducible per (seed, rank).
         torch.manual_seed(config.train.seed + 1000 * (self.world.rank + 1))
