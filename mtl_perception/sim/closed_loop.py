@@ -142,8 +142,15 @@ class ExpertPolicy:
 class SteeringPipeline(Protocol):
     """What ``ModelPolicy`` needs of ``runtime.Pipeline`` (sim sits below runtime in the layers)."""
 
-    def process(self, image_left: np.ndarray, image_right: np.ndarray | None = None, *, camera: Any) -> Any:
-        """A result with ``.steering`` (radians or None)."""
+    def process(
+        self,
+        image_left: np.ndarray,
+        image_right: np.ndarray | None = None,
+        *,
+        camera: Any,
+        stamp: float | None,
+    ) -> Any:
+        """A result with ``.steering`` (radians or None); the stamp (s) keeps the window consecutive."""
 
     def reset(self) -> None: ...
 
@@ -176,7 +183,7 @@ class ModelPolicy:
         camera = None
         if self.camera_model is not None and frame.camera is not None:
             camera = self.camera_model(frame.camera)
-        return self.pipeline.process(frame.left, frame.right, camera=camera).steering
+        return self.pipeline.process(frame.left, frame.right, camera=camera, stamp=frame.stamp).steering
 
 
 # (frame index, reference point xy, yaw) -> (left, right) RGB uint8
