@@ -21,8 +21,11 @@ from mtl_perception.runtime import Pipeline, create_backend
 from mtl_perception.sim.generator import GeneratorConfig, generate_dataset
 from mtl_perception.training.steering import (
     SteeringOptimConfig,
+    SteeringTrainer,
     fit_head,
     predict,
+    run_steering_training,
+    steering_config_from_dict,
     steering_errors,
     weighted_mse,
 )
@@ -154,3 +157,39 @@ def test_a_steering_config_with_a_bad_encoder_is_refused(tmp_path: Path, capsys:
     path.write_text(yaml.safe_dump({"steering": {"model": "x.pt", "encoder": "resnet"}}))
     assert main(["train", "--config", str(path)]) == 2
     assert "encoder must be one of" in capsys.readouterr().err
+
+
+def test_the_finetuned_variant_trains_only_the_last_encoder_step(driving_data: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    config = tiny_stereo_config()
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", build_model(config), config)
+    steering = steering_config_from_dict(
+        {
+            "steering": {
+                "model": str(checkpoint),
+                "encoder": "multitask_finetuned",
+                "folds": 2,
+                "output_dir": str(tmp_path / "run"),
+                "cache_dir": str(tmp_path / "cache"),
+                "data": {"root": str(driving_data)},
+                "head": {"window": WINDOW, "width": 8, "queries": 2, "hidden": 8},
+                "optim": {
+                    "steps": 3,
+                    "batch_size": 4,
+                    "warmup_steps": 1,
+                    "encoder_lr": 0.1,
+                    "consecutive_windows": 2,
+                },
+            }
+        }
+    )
+    trainer = SteeringTrainer(steering)
+    head, tail = trainer.new_fit_parts()
+    before = {k: v.clone() for k, v in tail.backbone.state_dict().items()}
+    fit_head(trainer.train, head, tail, steering.optim, seed=0, desc="finetune")
+    changed = {k for k, v in tail.backbone.state_dict().items() if not torch.equal(v, before[k])}
+    last_step = {k for k in before if k.startswith(f"body.blocks.{len(tail.backbone.body.blocks) - 1}.")}
+    assert changed and changed <= last_step
+    metrics = run_steering_training(steering)
+    assert metrics["encoder"] == "multitask_finetuned"
+    assert not (tmp_path / "run" / "steering_head.pt").exists()  # its encoder is not the shipped one

@@ -196,12 +196,21 @@ class Backbone(nn.Module):
 
     def extend(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Continue a shallower ``forward`` result (its first k levels) to every kept level."""
-        return [*features, *self.deeper(features[-1], len(features) - 1)]
+        start = self.level_steps[len(features) - 1] + 1
+        deeper = self._run(features[-1], start, len(self.level_steps), first_level=len(features))
+        return [*features, *deeper]
 
-    def deeper(self, feature: torch.Tensor, level: int) -> list[torch.Tensor]:
-        """The kept levels below pyramid level ``level`` (0 = 1/4), computed from that level's map."""
-        start = self.level_steps[level] + 1
-        return self._run(feature, start, len(self.level_steps), first_level=level + 1)
+    @property
+    def deepest_step(self) -> nn.Module:
+        """The step (an EfficientNet block stage, a ResNet layer) that emits the deepest kept level."""
+        return self.steps[self.level_steps[-1]]
+
+    def before_deepest_step(self, image: torch.Tensor) -> torch.Tensor:
+        """Nx3xHxW RGB in 0..1 -> the input of ``deepest_step`` (what a fine-tuned last step reads)."""
+        x = (image - self.mean) / self.std
+        for step in self.steps[: self.level_steps[-1]]:
+            x = step(x)
+        return x
 
     def _run(self, x: torch.Tensor, start: int, levels: int, first_level: int = 0) -> list[torch.Tensor]:
         """Apply steps from ``start`` until pyramid level ``levels - 1`` is emitted."""

@@ -61,9 +61,12 @@ class SteeringOptimConfig:
     steps: int = 1500
     batch_size: int = 64  # windows per step
     lr: float = 1e-3
-    encoder_lr: float = 1e-4  # multitask_finetuned only: the encoder's 1/32 stage
+    encoder_lr: float = 1e-4  # multitask_finetuned only: the encoder's last step
     weight_decay: float = 0.05
     warmup_steps: int = 50
+    # Windows per sampled run of consecutive windows (1: independent windows). Runs share frames,
+    # which matters where each frame costs a CNN step (multitask_finetuned).
+    consecutive_windows: int = 1
     # Loss weight exp(loss_lambda * |y|): the rare sharp turns count as much as the many straights.
     loss_lambda: float = 10.0
 
@@ -135,13 +138,17 @@ def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, loss_lambda: fl
 def _batch(
     sequences: list[SequenceFeatures], windows: np.ndarray, window: int, tail: EncoderTail
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N x T x D embeddings, N labels) of the windows (sequence, last frame)."""
-    frames = np.stack(
-        [sequences[s].features[end - window + 1 : end + 1] for s, end in windows]
-    )  # N x T x feature shape
-    n = len(windows)
-    x = torch.from_numpy(frames.astype(np.float32)).flatten(0, 1)
-    embeddings = tail(x).reshape(n, window, -1)
+    """(N x T x D embeddings, N labels) of the windows (sequence, last frame).
+
+    Each distinct frame goes through ``tail`` once: overlapping windows share frames, and a
+    fine-tuned tail is a CNN step per frame.
+    """
+    offsets = np.arange(1 - window, 1)
+    frame_ids = np.stack([np.repeat(windows[:, 0], window), (windows[:, 1:2] + offsets).ravel()], axis=1)
+    unique, inverse = np.unique(frame_ids, axis=0, return_inverse=True)
+    frames = np.stack([sequences[s].features[f] for s, f in unique])
+    embeddings = tail(torch.from_numpy(frames.astype(np.float32)))[torch.from_numpy(inverse.ravel())]
+    embeddings = embeddings.reshape(len(windows), window, -1)
     labels = torch.tensor([sequences[s].steering[end] for s, end in windows], dtype=torch.float32)
     return embeddings, labels
 
@@ -158,6 +165,8 @@ def fit_head(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     windows = window_index(sequences, head.window)
+    run = optim.consecutive_windows
+    last_frame = np.array([len(s.steering) - 1 for s in sequences])
     groups = [{"params": list(head.parameters()), "lr": optim.lr}]
     tail_params = [p for p in tail.parameters() if p.requires_grad]
     if tail_params:
@@ -175,7 +184,10 @@ def fit_head(
     tail.train()
     losses = []
     for _ in tqdm(range(optim.steps), desc=desc, unit="step", leave=False):
-        picked = windows[rng.integers(0, len(windows), optim.batch_size)]
+        starts = windows[rng.integers(0, len(windows), max(1, optim.batch_size // run))]
+        # Runs of consecutive windows (clamped at the sequence end) share most of their frames.
+        ends = np.minimum(starts[:, 1:2] + np.arange(run), last_frame[starts[:, 0]][:, None])
+        picked = np.stack([np.repeat(starts[:, 0], run), ends.ravel()], axis=1)
         embeddings, labels = _batch(sequences, picked, head.window, tail)
         loss = weighted_mse(head(embeddings), labels, optim.loss_lambda)
         optimizer.zero_grad(set_to_none=True)
@@ -260,8 +272,7 @@ class SteeringTrainer:
             return head, EncoderTail(None, self.grid, self.config.global_average)
         backbone = load_checkpoint(self.config.model)[0].backbone
         backbone.requires_grad_(False)
-        for step in backbone.steps[backbone.level_steps[-2] + 1 : backbone.level_steps[-1] + 1]:
-            step.requires_grad_(True)
+        backbone.deepest_step.requires_grad_(True)
         return head, EncoderTail(backbone, self.grid, self.config.global_average)
 
     def _fingerprint(self) -> dict[str, Any]:

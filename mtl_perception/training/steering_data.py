@@ -29,9 +29,9 @@ from mtl_perception.networks.heads import grid_embedding
 
 # "multitask": the shipped model's encoder, frozen (its embedding is what the node publishes from).
 # "imagenet": the same backbone with its ImageNet weights, frozen (the baseline the design beats).
-# "multitask_finetuned": the shipped encoder with its 1/32 stage trained together with the head.
+# "multitask_finetuned": the shipped encoder with its last step (for EfficientNet-Lite0 the
+# 192 -> 320 block at 1/32) trained together with the head; the cache holds that step's input.
 ENCODERS = ("multitask", "imagenet", "multitask_finetuned")
-FINETUNED_FROM_LEVEL = 2  # the cache holds the 1/16 map; the 1/32 stage is what gets fine-tuned
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class SequenceFeatures:
     """One sequence's cached encoder features (F frames, oldest first) and steering labels."""
 
     name: str
-    features: np.ndarray  # float16: F x D embeddings, or F x C x h x w 1/16 maps (fine-tuned variant)
+    features: np.ndarray  # float16: F x D embeddings, or F x C x h x w maps (fine-tuned variant)
     steering: np.ndarray  # float32 F, radians, positive = left
 
 
 class EncoderTail(nn.Module):
-    """Cached features -> per-frame embedding: identity for a frozen encoder, the 1/32 stage when
-    fine-tuned (its batch norm keeps the loaded statistics: windows of one sequence are no batch).
+    """Cached features -> per-frame embedding: identity for a frozen encoder, the backbone's last
+    step when fine-tuned (its batch norm keeps the loaded statistics: a few windows are no batch).
     ``global_average`` averages the grid cells into one vector (the global mean: the cells are
     equal where the grid divides the map, as the default 2x4 grid does the 8x16 map of 256x512)."""
 
@@ -55,7 +55,7 @@ class EncoderTail(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.backbone is not None:
-            features = grid_embedding(self.backbone.deeper(features, FINETUNED_FROM_LEVEL)[-1], self.grid)
+            features = grid_embedding(self.backbone.deepest_step(features), self.grid)
         if self.global_average:
             features = features.reshape(len(features), -1, self.grid[0] * self.grid[1]).mean(-1)
         return features
@@ -103,10 +103,7 @@ def encode_frames(
     for start in range(0, len(records), batch):
         images = [resize_image(read_rgb(r.left), width, height) for r in records[start : start + batch]]
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
-        if finetuned:
-            features = backbone(x, levels=FINETUNED_FROM_LEVEL + 1)[-1]
-        else:
-            features = grid_embedding(backbone(x)[-1], grid)
+        features = backbone.before_deepest_step(x) if finetuned else grid_embedding(backbone(x)[-1], grid)
         out.append(features.numpy().astype(np.float16))
     return np.concatenate(out)
 
