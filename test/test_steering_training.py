@@ -193,3 +193,30 @@ def test_the_finetuned_variant_trains_only_the_last_encoder_step(driving_data: P
     metrics = run_steering_training(steering)
     assert metrics["encoder"] == "multitask_finetuned"
     assert not (tmp_path / "run" / "steering_head.pt").exists()  # its encoder is not the shipped one
+
+
+def test_expert_labels_are_rebuilt_from_the_seed_and_checked_against_the_stored_drive(driving_data: Path):
+    from mtl_perception.data.synthetic import read_steering
+    from mtl_perception.errors import UserError
+    from mtl_perception.training.steering_data import expert_labels
+
+    stored = read_steering(driving_data / "test" / "test_0000" / "steering.csv")
+    driven = np.array([stored[f] for f in range(len(stored))], np.float32)
+    expert = expert_labels(driving_data, "test", "test_0000", driven)
+    assert expert.shape == driven.shape and np.all(np.abs(expert) <= 0.5)
+    assert not np.allclose(expert, driven)  # the driver's wander is not in the expert's command
+    with pytest.raises(UserError, match="does not reproduce the stored steering"):
+        expert_labels(driving_data, "test", "test_0000", driven + 0.01)
+
+
+def test_the_expert_steers_back_to_the_lane_centre():
+    from mtl_perception.sim.ego import pure_pursuit
+    from mtl_perception.sim.road import random_road
+
+    road = random_road(np.random.default_rng(0), length=100.0, max_curvature=0.0)  # straight along +x
+    centre = -road.lane_width / 2
+    left_of_centre = np.array([0.0, centre + 1.0])
+    right_of_centre = np.array([0.0, centre - 1.0])
+    assert pure_pursuit(road, left_of_centre, 0.0, 0.0, centre, 10.0) < 0  # right turn
+    assert pure_pursuit(road, right_of_centre, 0.0, 0.0, centre, 10.0) > 0
+    assert pure_pursuit(road, np.array([0.0, centre]), 0.0, 0.0, centre, 10.0) == pytest.approx(0.0, abs=1e-9)

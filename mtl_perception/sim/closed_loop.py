@@ -40,7 +40,7 @@ import numpy as np
 
 from mtl_perception.data import layout
 from mtl_perception.data.labels import CLASS_ID
-from mtl_perception.sim.ego import MAX_STEER, SUBSTEPS, WHEELBASE
+from mtl_perception.sim.ego import MAX_STEER, SUBSTEPS, WHEELBASE, pure_pursuit
 from mtl_perception.sim.road import Road
 
 if TYPE_CHECKING:
@@ -124,19 +124,14 @@ class ExpertPolicy:
     uses_images = False
 
     def __init__(self, road: Road, speed: float) -> None:
-        self.road = road
-        self.lookahead = max(5.0, 0.9 * speed)
+        self.road, self.speed = road, speed
 
     def reset(self) -> None:
         pass
 
     def steer(self, frame: Frame) -> float:
         pose = frame.truth
-        target, _ = self.road.point(pose.s + self.lookahead, -self.road.lane_width / 2)
-        delta = target - pose.xy
-        alpha = math.atan2(delta[1], delta[0]) - pose.yaw
-        distance = float(np.hypot(*delta))
-        return float(np.clip(math.atan2(2 * WHEELBASE * math.sin(alpha), distance), -MAX_STEER, MAX_STEER))
+        return pure_pursuit(self.road, pose.xy, pose.yaw, pose.s, -self.road.lane_width / 2, self.speed)
 
 
 class SteeringPipeline(Protocol):

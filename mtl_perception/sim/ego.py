@@ -27,6 +27,27 @@ class EgoState:
     s: float  # arc length along the road
 
 
+def pure_pursuit(road: Road, xy: np.ndarray, yaw: float, s: float, lateral: float, speed: float) -> float:
+    """Front-wheel angle (rad, + = left) toward the point ``lateral`` metres off the road centreline,
+    a look-ahead of max(5 m, 0.9 s x speed) down the road from arc length ``s``."""
+    target, _ = road.point(s + max(5.0, 0.9 * speed), lateral)
+    delta = target - xy
+    alpha = math.atan2(delta[1], delta[0]) - yaw
+    distance = float(np.hypot(*delta))
+    return float(np.clip(math.atan2(2 * WHEELBASE * math.sin(alpha), distance), -MAX_STEER, MAX_STEER))
+
+
+def expert_steering(road: Road, states: list[EgoState], speed: float) -> np.ndarray:
+    """Per state, the command of the driver without its wander (pure pursuit toward the lane centre):
+    the label a lane keeper should learn. The wander moves the car off the centre (so the frames show
+    recoveries) but its target is invisible in the images; this label depends only on the car's pose
+    relative to the road, which they show."""
+    lane_centre = -road.lane_width / 2
+    return np.array(
+        [pure_pursuit(road, st.xy, st.yaw, st.s, lane_centre, speed) for st in states], np.float32
+    )
+
+
 def drive(road: Road, rng: np.random.Generator, frames: int, rate_hz: float, speed: float) -> list[EgoState]:
     """Simulate ``frames`` ego states at ``rate_hz`` driving the right lane at about ``speed`` m/s."""
     dt = 1.0 / rate_hz / SUBSTEPS
@@ -43,14 +64,7 @@ def drive(road: Road, rng: np.random.Generator, frames: int, rate_hz: float, spe
         for _ in range(SUBSTEPS):
             offset += -theta * offset * dt + sigma * math.sqrt(dt) * rng.normal()
             offset = float(np.clip(offset, -0.8, 0.8))
-            lookahead = max(5.0, 0.9 * speed)
-            target, _ = road.point(s + lookahead, lane_centre + offset)
-            delta = target - xy
-            alpha = math.atan2(delta[1], delta[0]) - yaw
-            distance = float(np.hypot(*delta))
-            steering = float(
-                np.clip(math.atan2(2 * WHEELBASE * math.sin(alpha), distance), -MAX_STEER, MAX_STEER)
-            )
+            steering = pure_pursuit(road, xy, yaw, s, lane_centre + offset, speed)
             xy = xy + speed * dt * np.array([math.cos(yaw), math.sin(yaw)])
             yaw += speed * dt * math.tan(steering) / WHEELBASE
             s, _ = road.project(xy, s)

@@ -27,7 +27,9 @@ from mtl_perception.data import layout
 from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
 from mtl_perception.sim.domains import DOMAINS, Domain
+from mtl_perception.sim.ego import EgoState, drive
 from mtl_perception.sim.rig import RigRanges, StereoRig, random_rig
+from mtl_perception.sim.road import Road, random_road
 
 if TYPE_CHECKING:
     from mtl_perception.sim.camera import Lighting, StereoFrame
@@ -221,16 +223,10 @@ def build_scene(
     sequence) or ``distance`` metres (closed-loop driving); give exactly one. Everything is drawn
     from ``seed``'s streams in the order the dataset draws it, so a sequence's scene is the same.
     """
-    from mtl_perception.sim.road import random_road
     from mtl_perception.sim.world import build_world
 
-    if (frames is None) == (distance is None):
-        raise ValueError("give exactly one of frames and distance")
     rig, domain = config.sequence_rig(seed), config.domain_preset
-    rng = np.random.default_rng(seed)
-    speed = float(rng.uniform(*config.speed_range))
-    travel = distance if distance is not None else frames * speed / config.rate_hz
-    road = random_road(rng, length=travel + 160.0)
+    rng, speed, road = scene_road(config, seed, frames=frames, distance=distance)
     world = build_world(
         client,
         road,
@@ -244,14 +240,31 @@ def build_scene(
     return Scene(config, seed, rig, speed, road, world, lighting, domain.camera_effects(seed, rig))
 
 
+def scene_road(
+    config: GeneratorConfig, seed: int, *, frames: int | None = None, distance: float | None = None
+) -> tuple[np.random.Generator, float, Road]:
+    """(seed's stream after the road, ego speed, road): the first draws of ``build_scene``, which go
+    on from the returned stream. Cheap (no pybullet), so labels can be rebuilt from a seed."""
+    if (frames is None) == (distance is None):
+        raise ValueError("give exactly one of frames and distance")
+    rng = np.random.default_rng(seed)
+    speed = float(rng.uniform(*config.speed_range))
+    travel = distance if distance is not None else frames * speed / config.rate_hz
+    return rng, speed, random_road(rng, length=travel + 160.0)
+
+
+def sequence_drive(config: GeneratorConfig, seed: int, frames: int) -> tuple[Road, float, list[EgoState]]:
+    """The road, speed and ego states of a dataset sequence, as ``render_sequence`` drives it."""
+    _, speed, road = scene_road(config, seed, frames=frames)
+    return road, speed, drive(road, np.random.default_rng([seed, 1]), frames, config.rate_hz, speed)
+
+
 def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     """Render one sequence into ``<root>/<split>/<name>`` (atomically); returns its manifest entry.
 
     ``progress`` is an optional queue receiving 1 per finished frame.
     """
     import pybullet as p  # heavy; only in the worker
-
-    from mtl_perception.sim.ego import drive
 
     config = job.config
     final = layout.sequence_dir(job.root, job.split, job.name)
@@ -261,9 +274,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     try:
         scene = build_scene(config, job.seed, client, tmp / "textures", frames=job.frames)
         rig = scene.rig
-        states = drive(
-            scene.road, np.random.default_rng([job.seed, 1]), job.frames, config.rate_hz, scene.speed
-        )
+        _, _, states = sequence_drive(config, job.seed, job.frames)
         for kind in layout.FRAME_DIRS:
             (tmp / kind).mkdir()
         rows = []

@@ -30,6 +30,7 @@ from mtl_perception.networks.heads import SteeringHead
 from mtl_perception.training.config import apply_overrides
 from mtl_perception.training.steering_data import (
     ENCODERS,
+    LABELS,
     EncoderTail,
     SequenceFeatures,
     cached_features,
@@ -75,6 +76,10 @@ class SteeringOptimConfig:
 class SteeringConfig:
     model: str = ""  # perception checkpoint (.pt) whose encoder the head reads
     encoder: str = "multitask"  # one of steering_data.ENCODERS
+    # "expert": learn the lane keeper's command at each frame (pure pursuit toward the lane centre
+    # from the true pose, rebuilt from the sequence seed); "driven": the data driver's command, whose
+    # wandering target the images do not show.
+    labels: str = "driven"
     # True: the head sees one global average per frame instead of the model's grid (the embedding
     # before the grid, for comparison; such a head does not match the exported embedding, so it
     # is not saved for export).
@@ -90,6 +95,8 @@ class SteeringConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model: the perception checkpoint (.pt) whose encoder the head reads")
+        if self.labels not in LABELS:
+            raise ValueError(f"labels must be one of {LABELS}, got {self.labels!r}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.folds < 2:
@@ -248,7 +255,7 @@ class SteeringTrainer:
         cache = Path(config.cache_dir)
         size = tuple(model_config.input_size)
         self.train, self.test = (
-            cached_features(backbone, config.encoder, root, split, size, self.grid, cache)
+            cached_features(backbone, config.encoder, root, split, size, self.grid, cache, config.labels)
             for split in (config.data.train_split, config.data.test_split)
         )
         if len(self.train) < config.folds:

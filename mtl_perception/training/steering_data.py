@@ -18,14 +18,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from mtl_perception.config import from_dict
 from mtl_perception.contract import resize_image
 from mtl_perception.data import layout
 from mtl_perception.data.base import FrameRecord
 from mtl_perception.data.image_io import read_rgb
-from mtl_perception.data.synthetic import SyntheticDataset
+from mtl_perception.data.synthetic import SyntheticDataset, read_manifest
 from mtl_perception.errors import UserError
 from mtl_perception.networks.backbone import Backbone
 from mtl_perception.networks.heads import grid_embedding
+from mtl_perception.sim.ego import expert_steering
+from mtl_perception.sim.generator import GeneratorConfig, sequence_drive
 
 # "multitask": the shipped model's encoder, frozen (its embedding is what the node publishes from).
 # "imagenet": the same backbone with its ImageNet weights, frozen (the baseline the design beats).
@@ -79,6 +82,28 @@ def sequence_records(root: Path, split: str) -> dict[str, list[FrameRecord]]:
     return records
 
 
+LABELS = ("expert", "driven")
+
+
+def expert_labels(root: Path, split: str, sequence: str, driven: np.ndarray) -> np.ndarray:
+    """The lane keeper's command at each frame of a synthetic sequence (``sim.ego.expert_steering``),
+    rebuilt from the manifest's generator config and the sequence seed without rendering.
+
+    ``driven`` (the stored labels) proves the rebuild: the replayed drive must command them again.
+    """
+    manifest = read_manifest(root)
+    config = from_dict(GeneratorConfig, manifest["config"], where=f"{layout.manifest_path(root)}:config")
+    info = manifest["sequences"][sequence]
+    road, speed, states = sequence_drive(config, int(info["seed"]), int(info["frames"]))
+    replayed = np.array([state.steering for state in states], np.float32)
+    if replayed.shape != driven.shape or np.max(np.abs(replayed - driven)) > 1e-5:
+        raise UserError(
+            f"{root}/{split}/{sequence}: this version's driver does not reproduce the stored steering; "
+            "expert labels need the dataset regenerated (or steering.labels: driven)"
+        )
+    return expert_steering(road, states, speed)
+
+
 def weights_digest(module: nn.Module) -> str:
     """A short hash of a module's parameters and buffers: the cache key part for the encoder."""
     digest = hashlib.sha256()
@@ -116,8 +141,12 @@ def cached_features(
     input_size: tuple[int, int],
     grid: tuple[int, int],
     cache_dir: Path,
+    labels: str = "expert",
 ) -> list[SequenceFeatures]:
-    """Every sequence of ``split`` encoded (from ``cache_dir`` where already done; resumable per sequence)."""
+    """Every sequence of ``split`` encoded (from ``cache_dir`` where already done; resumable per
+    sequence), with its ``labels``: ``expert`` (``expert_labels``) or ``driven`` (the stored ones)."""
+    if labels not in LABELS:
+        raise UserError(f"steering labels must be one of {LABELS}, got {labels!r}")
     backbone.eval()
     finetuned = encoder == "multitask_finetuned"
     key = json.dumps([weights_digest(backbone), finetuned, list(input_size), list(grid)])
@@ -143,6 +172,8 @@ def cached_features(
             raise UserError(
                 f"{path}: stale cache ({len(features)} frames, dataset has {len(records)}); delete it"
             )
+        if labels == "expert":
+            steering = expert_labels(root, split, name, steering)
         result.append(SequenceFeatures(name=name, features=features, steering=steering))
     return result
 
