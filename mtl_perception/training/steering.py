@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mtl_perception.config import ConfigError, from_dict, to_dict
 from mtl_perception.errors import UserError
 from mtl_perception.networks.backbone import Backbone
-from mtl_perception.networks.checkpoint import load_checkpoint, save_steering_head
+from mtl_perception.networks.checkpoint import load_checkpoint, save_checkpoint, save_steering_head
 from mtl_perception.networks.heads import SteeringHead
 from mtl_perception.training.config import apply_overrides
 from mtl_perception.training.steering_data import (
@@ -38,6 +38,7 @@ from mtl_perception.training.steering_data import (
 )
 
 HEAD_FILE = "steering_head.pt"
+FINETUNED_MODEL_FILE = "finetuned_model.pt"
 METRICS_FILE = "metrics.json"
 
 
@@ -359,11 +360,19 @@ def run_steering_training(config: SteeringConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     output = Path(config.output_dir)
-    if config.encoder == "multitask" and not config.global_average:
-        # Only a head on the shipped, unchanged encoder can be exported beside that model.
-        save_steering_head(
-            output / HEAD_FILE, fit.head, encoder=config.encoder, model=config.model, test=final["test"]
-        )
+    if not config.global_average:
+        # A head only runs beside the encoder it was trained on: the shipped model for "multitask";
+        # for the fine-tuned variant a copy of that model with its trained last step, written here
+        # (its segmentation and disparity read the changed 1/32 features too: a steering experiment,
+        # not a model to ship). The ImageNet encoder is no perception model, so its head stays here.
+        meta = {"encoder": config.encoder, "perception_model": config.model, "test": final["test"]}
+        if config.encoder == "multitask_finetuned":
+            model, model_config, _ = load_checkpoint(config.model)
+            model.backbone.load_state_dict(fit.tail.backbone.state_dict())
+            path = save_checkpoint(output / FINETUNED_MODEL_FILE, model, model_config, **meta)
+            meta["perception_model"] = str(path)
+        if config.encoder != "imagenet":
+            save_steering_head(output / HEAD_FILE, fit.head, **meta)
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
