@@ -76,22 +76,26 @@ def grid_embedding(deepest: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor
     right); it has no weights, so the frozen encoder's latent reaches the steering head unchanged
     and everything the head learns lives in the steering graph.
     """
-    height, width = deepest.shape[-2:]
-    # Adaptive average pooling as one matmul with a constant bin matrix: torch's ONNX export of
-    # adaptive pooling fails where the grid does not divide the map (a 96x160 input's 3x5 map).
-    rows, cols = _average_bins(height, grid[0]), _average_bins(width, grid[1])
-    weights = (rows[:, None, :, None] * cols[None, :, None, :]).reshape(grid[0] * grid[1], height * width)
-    return (deepest.flatten(2) @ weights.to(deepest).T).flatten(1)
+    return _adaptive_mean(_adaptive_mean(deepest, 2, grid[0]), 3, grid[1]).flatten(1)
 
 
-def _average_bins(size: int, cells: int) -> torch.Tensor:
-    """cells x size averaging weights of adaptive pooling (bin i spans floor(i*size/cells) ..
-    ceil((i+1)*size/cells), as torch.nn.AdaptiveAvgPool does)."""
-    weights = torch.zeros(cells, size)
-    for i in range(cells):
-        start, end = (i * size) // cells, -((-(i + 1) * size) // cells)
-        weights[i, start:end] = 1.0 / (end - start)
-    return weights
+def _adaptive_mean(x: torch.Tensor, dim: int, cells: int) -> torch.Tensor:
+    """Adaptive average pooling along ``dim`` (bin i spans floor(i*n/cells) .. ceil((i+1)*n/cells),
+    as torch.nn.AdaptiveAvgPool does), from differences of a cumulative sum.
+
+    Written out because torch's ONNX export of adaptive pooling needs the grid to divide a size
+    fixed at export; here the bin edges follow the traced size, so a graph exported with dynamic
+    height and width pools correctly at any input size (a 96x192 input's 3x6 map included).
+    """
+    size = x.shape[dim]
+    index = torch.arange(cells, device=x.device)
+    start = torch.div(index * size, cells, rounding_mode="floor")
+    end = torch.div((index + 1) * size + cells - 1, cells, rounding_mode="floor")
+    cumulative = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)], dim)
+    sums = cumulative.index_select(dim, end) - cumulative.index_select(dim, start)
+    shape = [1] * x.dim()
+    shape[dim] = cells
+    return sums / (end - start).to(x.dtype).reshape(shape)
 
 
 def softmax_confidence(logits: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
