@@ -21,8 +21,6 @@ CHECKPOINT_VERSION = 1
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, **meta: Any) -> Path:
     """Write ``model``'s weights with its config; ``meta`` must be plain data (numbers, str, lists, dicts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -31,7 +29,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, **m
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta,
     }
-    # Write then rename so a crash mid-save never leaves a truncated checkpoint behind.
+    return _save_atomically(path, payload)
+
+
+def _save_atomically(path: str | Path, payload: dict[str, Any]) -> Path:
+    """torch.save to a temporary name, then rename: a crash mid-save never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -77,8 +81,6 @@ STEERING_FORMAT = "mtl_perception.steering_head"
 
 def save_steering_head(path: str | Path, head: SteeringHead, **meta: Any) -> Path:
     """Write a steering head: its sizes, weights and plain-data ``meta`` (what it was trained on)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": STEERING_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -86,10 +88,7 @@ def save_steering_head(path: str | Path, head: SteeringHead, **meta: Any) -> Pat
         "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
         "meta": meta,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return _save_atomically(path, payload)
 
 
 def load_steering_head(path: str | Path) -> tuple[SteeringHead, dict[str, Any]]:
