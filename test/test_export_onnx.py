@@ -108,6 +108,9 @@ def test_parity_detects_a_different_model(exported: Path) -> None:
 def test_steering_graph_matches_torch_head_through_the_pipeline(exported: Path) -> None:
     steering_file = steering_path_for(exported)
     info = read_model_info(steering_file)
+    # Single-threaded whatever is asked: a pool of its own would spin on the perception's cores.
+    single = create_backend("onnxruntime", steering_file, threads=4)
+    assert single._session.get_session_options().intra_op_num_threads == 1
     head, _ = load_steering_head(exported.parent / "steer.pt")
     assert (info.mode, info.window, info.embedding_dim) == ("steering", WINDOW, head.embedding_dim)
     model = create_backend("onnxruntime", exported)

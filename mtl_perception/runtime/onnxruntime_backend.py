@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_perception.model_info import ModelFileError, ModelInfo, read_model_info
+from mtl_perception.model_info import STEERING_MODE, ModelFileError, ModelInfo, read_model_info
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -47,6 +47,11 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if self.info.mode == STEERING_MODE:
+            # The steering head is ~0.2 M multiply-adds (0.1 ms on one core). A thread pool of its
+            # own only adds threads that spin-wait after each call on the cores the perception
+            # session needs: measured +56 ms per frame on 2 cores (benchmarks/steering_latency.py).
+            threads, spin_wait = 1, False
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
