@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from mtl_perception.config import to_dict
+from mtl_perception.training.config import read_training_yaml
 from mtl_perception.training.steering import (
     METRICS_FILE,
-    load_steering_yaml,
     run_steering_training,
     steering_config_from_dict,
 )
@@ -45,7 +45,7 @@ VARIANTS = (*ENCODERS, GLOBAL_VARIANT)
 def variant_metrics(config_path: Path, variant: str, overrides: list[str]) -> dict[str, Any]:
     """``variant``: an encoder name, or ``multitask_global`` (the frozen multitask encoder seen
     through one global average per frame instead of the grid)."""
-    raw = load_steering_yaml(config_path)
+    raw = read_training_yaml(config_path)
     base = steering_config_from_dict(raw)
     output_dir = f"{base.output_dir}_{variant}"
     encoder = "multitask" if variant == GLOBAL_VARIANT else variant

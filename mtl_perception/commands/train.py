@@ -26,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtl_perception.training.steering import is_steering_config, load_steering_yaml
+    from mtl_perception.training.config import read_training_yaml
+    from mtl_perception.training.steering import is_steering_config
 
-    raw = load_steering_yaml(args.config)
+    raw = read_training_yaml(args.config)
     if is_steering_config(raw):
         return _run_steering(args, raw)
     from mtl_perception.training.config import load_train_config

@@ -201,13 +201,18 @@ def train_config_from_dict(data: dict[str, Any] | None, where: str = "config") -
     return from_dict(TrainConfig, data, where=where)
 
 
-def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a training YAML, apply ``--set`` overrides, validate."""
+def read_training_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a training config (network or steering); ConfigError if missing or invalid."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"training config not found: {path}; see config/train/*.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return train_config_from_dict(apply_overrides(data, overrides or []), where=path.name)
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a training YAML, apply ``--set`` overrides, validate."""
+    data = read_training_yaml(path)
+    return train_config_from_dict(apply_overrides(data, overrides or []), where=Path(path).name)

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from mtl_perception.config import ConfigError, from_dict, to_dict
@@ -117,16 +116,6 @@ def steering_config_from_dict(data: dict[str, Any], overrides: list[str] | None 
     if unknown:
         raise ConfigError(f"a steering config holds only a 'steering:' section, also found {unknown}")
     return from_dict(SteeringConfig, data["steering"], where="steering")
-
-
-def load_steering_yaml(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"training config not found: {path}; see config/train/*.yaml")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
 
 @dataclass
