@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -272,3 +273,24 @@ def render_stereo(
         semantic=semantic,
         valid=disparity <= rig.max_disparity,
     )
+
+
+def render_frame(
+    world: World,
+    rig: StereoRig,
+    lighting: Lighting,
+    t: float,
+    position: np.ndarray,
+    yaw: float,
+    effects: Any = None,
+    effects_rng: np.random.Generator | None = None,
+) -> tuple[StereoFrame, np.ndarray, np.ndarray]:
+    """(clean views + ground truth, left, right) of ``world`` at time ``t`` seen from ``position``,
+    ``yaw``: what a dataset frame holds, for every scene family. ``effects`` (an object with
+    ``apply_pair(left, right, rng)``, drawn from ``effects_rng``) is applied to the views only."""
+    world.set_time(t)
+    view = render_stereo(world, rig, position, yaw, lighting)
+    if effects is None:
+        return view, view.left, view.right
+    left, right = effects.apply_pair(view.left, view.right, effects_rng)
+    return view, left, right

@@ -11,12 +11,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pybullet as p
 import pybullet_data
 
-from mtl_perception.data.labels import CLASS_ID
+from mtl_perception.data.labels import CLASS_ID, IGNORE_INDEX
 from mtl_perception.sim import textures
 from mtl_perception.sim.road import Road
 
@@ -41,6 +42,17 @@ class Part:
     orientation: tuple[float, float, float, float] = IDENTITY_QUAT
 
 
+Pose = tuple[list[float], tuple[float, ...]]  # (position, quaternion x y z w)
+
+
+class Actor(Protocol):
+    """A body whose pose is a function of time alone (``World.set_time`` places every one)."""
+
+    body: int
+
+    def pose(self, t: float) -> Pose: ...
+
+
 @dataclass
 class Mover:
     """An actor moving along the road: arc length and lateral offset are linear in time."""
@@ -52,7 +64,7 @@ class Mover:
     speed_lateral: float  # m/s to the left (pedestrians crossing)
     z: float = 0.0
 
-    def pose(self, road: Road, t: float) -> tuple[list[float], tuple[float, ...]]:
+    def pose(self, road: Road, t: float) -> Pose:
         s = self.s0 + self.speed_along * t
         xy, heading = road.point(s, self.lateral0 + self.speed_lateral * t)
         yaw = heading + math.atan2(self.speed_lateral, self.speed_along)
@@ -61,12 +73,14 @@ class Mover:
 
 @dataclass
 class World:
-    """A built scene: the client, the road, the class of every body and the moving actors."""
+    """A built scene: the client, the road (None in a scene without one, e.g. the flying family),
+    the class of every body and what moves: ``movers`` along the road, ``actors`` on their own."""
 
     client: int
-    road: Road
+    road: Road | None = None
     body_class: dict[int, int] = field(default_factory=dict)
     movers: list[Mover] = field(default_factory=list)
+    actors: list[Actor] = field(default_factory=list)
 
     def class_lookup(self) -> np.ndarray:
         """Array mapping segmentation object id -> class id (index 0 is reserved for id -1 = sky)."""
@@ -76,19 +90,27 @@ class World:
         return table
 
     def set_time(self, t: float) -> None:
-        """Place every moving actor at time ``t`` seconds."""
-        for mover in self.movers:
-            position, orientation = mover.pose(self.road, t)
-            p.resetBasePositionAndOrientation(mover.body, position, orientation, physicsClientId=self.client)
+        """Place every moving body at time ``t`` seconds."""
+        if self.movers and self.road is None:
+            raise ValueError("road movers need the world's road")
+        placed = [(mover.body, mover.pose(self.road, t)) for mover in self.movers]
+        placed += [(actor.body, actor.pose(t)) for actor in self.actors]
+        for body, (position, orientation) in placed:
+            p.resetBasePositionAndOrientation(body, position, orientation, physicsClientId=self.client)
 
 
-class _Builder:
+def class_id(class_name: str | None) -> int:
+    """The class id of a body; None = no class fits (ignore), e.g. the objects of a flying scene."""
+    return IGNORE_INDEX if class_name is None else CLASS_ID[class_name]
+
+
+class Builder:
     """Creates bodies in one client and records their classes."""
 
     def __init__(
         self,
         client: int,
-        road: Road,
+        road: Road | None,
         rng: np.random.Generator,
         texture_dir: Path,
         restyle: Restyle | None = None,
@@ -105,12 +127,16 @@ class _Builder:
         image = textures.TEXTURE_KINDS[kind](self.rng)
         if self.restyle is not None:
             image = self.restyle(kind, image)
-        path = textures.write_texture(image, self.texture_dir / f"{self._texture_count:04d}_{kind}.png")
+        return self.image_texture(image, kind)
+
+    def image_texture(self, image: np.ndarray, name: str) -> int:
+        """Load an RGB uint8 image as a texture of this client (written to ``texture_dir`` first)."""
+        path = textures.write_texture(image, self.texture_dir / f"{self._texture_count:04d}_{name}.png")
         self._texture_count += 1
         return p.loadTexture(str(path), physicsClientId=self.client)
 
     def mesh(
-        self, class_name: str, mesh: tuple[list, list, list, list], rgba=(1, 1, 1, 1), texture=-1
+        self, class_name: str | None, mesh: tuple[list, list, list, list], rgba=(1, 1, 1, 1), texture=-1
     ) -> int:
         vertices, indices, uvs, normals = mesh
         shape = p.createVisualShape(
@@ -125,10 +151,10 @@ class _Builder:
         p.changeVisualShape(
             body, -1, rgbaColor=list(rgba), textureUniqueId=texture, physicsClientId=self.client
         )
-        self.world.body_class[body] = CLASS_ID[class_name]
+        self.world.body_class[body] = class_id(class_name)
         return body
 
-    def compound(self, class_name: str, parts: list[Part], position, yaw: float = 0.0) -> int:
+    def compound(self, class_name: str | None, parts: list[Part], position, yaw: float = 0.0) -> int:
         """One body made of several primitives (a car, a person, a tree), all of one class."""
         shapes = [self._visual(part) for part in parts]
         n = len(parts) - 1
@@ -157,7 +183,21 @@ class _Builder:
                 textureUniqueId=part.texture,
                 physicsClientId=self.client,
             )
-        self.world.body_class[body] = CLASS_ID[class_name]
+        self.world.body_class[body] = class_id(class_name)
+        return body
+
+    def mesh_file(
+        self, class_name: str | None, file_name: str, scale: float, rgba=(1, 1, 1, 1), texture=-1
+    ) -> int:
+        """One body from a mesh file (.obj; relative names resolve in pybullet_data), at the origin."""
+        shape = p.createVisualShape(
+            p.GEOM_MESH, fileName=file_name, meshScale=[scale] * 3, physicsClientId=self.client
+        )
+        body = p.createMultiBody(0, -1, shape, physicsClientId=self.client)
+        p.changeVisualShape(
+            body, -1, rgbaColor=list(rgba), textureUniqueId=texture, physicsClientId=self.client
+        )
+        self.world.body_class[body] = class_id(class_name)
         return body
 
     def urdf(self, class_name: str, file_name: str, position, yaw: float, scale: float) -> int:
@@ -257,14 +297,14 @@ def build_world(
     ``restyle`` replaces every texture (another domain's look); the scene's layout is unchanged.
     """
     p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
-    builder = _Builder(client, road, rng, texture_dir, restyle)
+    builder = Builder(client, road, rng, texture_dir, restyle)
     _add_ground(builder, road, terrain_margin)
     _add_roadside(builder, road, density)
     _add_traffic(builder, road, density)
     return builder.world
 
 
-def _add_ground(builder: _Builder, road: Road, terrain_margin: float) -> None:
+def _add_ground(builder: Builder, road: Road, terrain_margin: float) -> None:
     half = road.lane_width + PARKING_WIDTH
     outer = half + road.sidewalk_width
     builder.mesh(
@@ -321,7 +361,7 @@ def _roadside_slots(
     return slots
 
 
-def _add_roadside(builder: _Builder, road: Road, density: float) -> None:
+def _add_roadside(builder: Builder, road: Road, density: float) -> None:
     rng = builder.rng
     outer = road.lane_width + PARKING_WIDTH + road.sidewalk_width
     # Buildings behind the sidewalk, with gaps (grass, trees) between them.
@@ -425,7 +465,7 @@ def _car_parts(rng: np.random.Generator) -> tuple[list[Part], float]:
     return parts, length
 
 
-def _person_parts(builder: _Builder) -> list[Part]:
+def _person_parts(builder: Builder) -> list[Part]:
     """A standing pedestrian (legs, torso, arms, head) about 1.6-1.9 m tall."""
     rng = builder.rng
     k = rng.uniform(0.9, 1.08)
@@ -441,7 +481,7 @@ def _person_parts(builder: _Builder) -> list[Part]:
     ]
 
 
-def _add_traffic(builder: _Builder, road: Road, density: float) -> None:
+def _add_traffic(builder: Builder, road: Road, density: float) -> None:
     rng = builder.rng
     world = builder.world
     parked_lateral = road.lane_width + PARKING_WIDTH / 2
