@@ -27,6 +27,11 @@ register("evaluate", "evaluate", "metrics of a checkpoint, ONNX model or SGBM ba
 register("ablation", "ablation", "train the cross-task link variants; one table of test metrics")
 register("infer", "infer", "run a model on image files or folders: maps (PNG/NPY/PFM) and colour overlays")
 register("replay", "replay", "evaluate a model on a rosbag2: metrics.json, HTML report, CI gates")
+register(
+    "pseudo-label",
+    "pseudo_label",
+    "train a depth/semantic-guided teacher and write pseudo-labels for unlabelled frames",
+)
 register("adapt", "adapt", "fine-tune a stereo model on unlabelled stereo rosbags (self-supervised)")
 register("info", "info", "parameters, FLOPs, config and training meta of a checkpoint")
 register("demo", "demo", "the one-command demo on the embedded defaults")

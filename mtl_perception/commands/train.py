@@ -37,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from mtl_perception.training.trainer import run_training
 
     config = load_train_config(args.config, args.overrides)
+    if "teacher" in raw:
+        from mtl_perception.errors import UserError
+
+        # `train` would build a plain network and drop the guidance: the teacher is another command's.
+        raise UserError(
+            f"{args.config} describes a pseudo-label teacher: train it (and write its pseudo-labels) "
+            "with `mtl-perception pseudo-label --config ...`"
+        )
     metrics = run_training(config, resume=args.resume, max_minutes=args.max_minutes)
     if metrics:
         print(format_metrics(metrics))

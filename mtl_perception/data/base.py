@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,9 @@ class StereoDataset(Dataset):
         if not self.records:
             raise UserError(f"{self.root}: split {split!r} holds no frames; check the dataset layout")
         self._calibrations: dict[Path, StereoCalibration] = {}
+        # Applied to every frame after reading, before augmentation: removes or replaces labels
+        # (data/partial_labels.py: label shares, pseudo-labels). Must pickle (DataLoader workers).
+        self.label_filter: Callable[[FrameRecord, StereoArrays], StereoArrays] | None = None
 
     # -- layout-specific parts -------------------------------------------------------------------
 
@@ -141,7 +145,7 @@ class StereoDataset(Dataset):
             disparity = np.zeros(size, dtype=np.float32)
             depth = np.zeros(size, dtype=np.float32)
             disparity_valid = depth_valid = np.zeros(size, dtype=bool)
-        return StereoArrays(
+        arrays = StereoArrays(
             left=left,
             right=right,
             semantic=empty_semantic(*size) if semantic is None else semantic,
@@ -154,6 +158,7 @@ class StereoDataset(Dataset):
             has_semantic=semantic is not None,
             has_depth=record.disparity is not None,
         )
+        return arrays if self.label_filter is None else self.label_filter(record, arrays)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -44,7 +44,12 @@ class MonoMultiTaskNet(nn.Module):
         ``upsample_semantic_logits=False`` leaves ``semantic_logits`` at their native 1/4 resolution
         (for ``DeployModel``, which takes per-pixel maps such as the entropy there).
         """
-        features = self.backbone(image)
+        return self.decode(self.backbone(image), upsample_semantic_logits=upsample_semantic_logits)
+
+    def decode(
+        self, features: list[torch.Tensor], *, upsample_semantic_logits: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """The heads on the backbone's 1/4 .. 1/32 features (a guided teacher adds to them first)."""
         semantic_logits = self.seg_head(self.seg_decoder(features))
         if upsample_semantic_logits:
             semantic_logits = upsample(semantic_logits, self.SEMANTIC_LOGITS_STRIDE)

@@ -36,10 +36,32 @@ class DataConfig:
     # (root unused; validation on fixed procedural pairs).
     procedural_share: float = 0.0
     procedural_val_pairs: int = 64
+    # Partly labelled training (data/partial_labels.py): the share of training frames that keep
+    # their semantic / depth (+ disparity) label, a fixed subset drawn with label_share_seed (not
+    # train.seed, so every variant sees the same labelled frames); the others' label is unknown.
+    semantic_label_share: float = 1.0
+    depth_label_share: float = 1.0
+    label_share_seed: int = 0
+    require_all_labels: bool = False  # train only on the frames that keep both labels
+    # A folder written by `mtl-perception pseudo-label`: fills the frames that lost a label.
+    pseudo_labels: str | None = None
+    # Optional: the teacher checkpoint those labels must come from (checked by content digest).
+    pseudo_label_teacher: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0:
             raise ValueError("batch_size must be >= 1 and workers >= 0")
+        for name in ("semantic_label_share", "depth_label_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.pseudo_label_teacher is not None and self.pseudo_labels is None:
+            raise ValueError("pseudo_label_teacher needs pseudo_labels (the folder it checks)")
+
+    @property
+    def partial_labels(self) -> bool:
+        """Whether any label is removed, filtered for or filled in on the training split."""
+        shares = (self.semantic_label_share, self.depth_label_share)
+        return min(shares) < 1.0 or self.require_all_labels or self.pseudo_labels is not None
         if not 0.0 <= self.procedural_share < 1.0:
             raise ValueError(f"procedural_share must be in [0, 1), got {self.procedural_share}")
         if self.procedural_val_pairs < 1:
@@ -161,6 +183,42 @@ class DistillConfig:
             raise ValueError("distill weights must be >= 0")
 
 
+GUIDANCES = ("none", "depth", "semantic")
+TEACHER_TARGETS = ("semantic", "depth")
+
+
+@dataclass
+class TeacherConfig:
+    """The pseudo-label teacher of ``mtl-perception pseudo-label`` (training/pseudo_labels.py);
+    ``train`` refuses a config whose teacher reads a guidance map.
+
+    The teacher is the mono network (``model`` section) with an optional guidance input: ``depth``
+    (normalised inverse depth + validity) or ``semantic`` (one-hot classes + unknown), fused into the
+    image features at every scale. It learns ``target`` only, on the frames that keep both labels,
+    then labels the training frames that lack ``target``.
+    """
+
+    guidance: str = "none"  # none | depth | semantic
+    target: str = "semantic"  # semantic | depth
+    out_dir: str | None = None  # default <train.output_dir>/pseudo_labels
+    threshold: float = 0.9  # semantic: keep pixels whose top-class probability is >= this
+    # depth: keep pixels whose predicted standard deviation is <= this share of the predicted depth.
+    depth_threshold: float = 0.15
+    guidance_channels: int = 16  # width of the guidance branch at 1/4 (doubling per level, max 64)
+
+    def __post_init__(self) -> None:
+        if self.guidance not in GUIDANCES:
+            raise ValueError(f"guidance must be one of {GUIDANCES}, got {self.guidance!r}")
+        if self.target not in TEACHER_TARGETS:
+            raise ValueError(f"target must be one of {TEACHER_TARGETS}, got {self.target!r}")
+        if self.guidance == self.target:
+            raise ValueError(f"a {self.target} teacher cannot read {self.guidance} as its guidance")
+        if not 0.0 < self.threshold <= 1.0 or not self.depth_threshold > 0:
+            raise ValueError("threshold must be in (0, 1] and depth_threshold > 0")
+        if self.guidance_channels < 1:
+            raise ValueError("guidance_channels must be >= 1")
+
+
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -170,6 +228,7 @@ class TrainConfig:
     train: RunConfig = field(default_factory=RunConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

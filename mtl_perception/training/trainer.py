@@ -94,7 +94,7 @@ class Trainer:
         resume: bool = False,
         max_minutes: float | None = None,
     ) -> None:
-        from mtl_perception.networks import build_model, model_config_from_dict
+        from mtl_perception.networks import model_config_from_dict
 
         self.config = config
         self.world = setup_distributed()
@@ -104,7 +104,7 @@ class Trainer:
         self.stereo = self.model_config.mode == "stereo"
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
-        self.model = build_model(self.model_config).to(self.world.device)
+        self.model = self._build_network().to(self.world.device)
         self.model.backbone.freeze(config.optim.frozen_backbone_levels)
         self.ddp: nn.Module = self.model
         if self.world.world_size > 1:
@@ -161,6 +161,20 @@ class Trainer:
         if resume:
             self._resume()
 
+    def _build_network(self) -> nn.Module:
+        """The network this run trains (a subclass may train another, e.g. a pseudo-label teacher)."""
+        from mtl_perception.networks import build_model
+
+        return build_model(self.model_config)
+
+    def _model_meta(self) -> dict[str, Any]:
+        """Extra plain-data metadata for best.pt / final.pt (a subclass's network description)."""
+        return {}
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple[Tensor, ...]:
+        """The network's positional inputs from a batch on the device."""
+        return model_inputs(batch, self.stereo, self.world.device)
+
     # -- data --------------------------------------------------------------------------------------
 
     def _dataset(self, split: str, train: bool) -> Dataset:
@@ -169,10 +183,16 @@ class Trainer:
 
         data = self.config.data
         if data.kind == PROCEDURAL_KIND:
+            if data.partial_labels:
+                raise UserError(
+                    "procedural pairs have no label shares or pseudo-labels; leave data.*_label_* unset"
+                )
             return self._procedural(self.config.train.max_steps * data.batch_size if train else None)
         if not train:
             return build_dataset(data.kind, data.root, split, eval_size=tuple(self.model_config.input_size))
         dataset = build_dataset(data.kind, data.root, split, augment=data.augmentation)
+        if data.partial_labels:
+            dataset = self._partial_labels(dataset)
         if self.config.distill.teachers:
             size = tuple(self.model_config.input_size)
             dataset = self._with_teacher_targets(
@@ -185,6 +205,31 @@ class Trainer:
         if isinstance(dataset, TeacherTargets):
             procedural = NoTeacherTargets(procedural, like=dataset)
         return ConcatDataset([dataset, procedural])
+
+    def _partial_labels(self, dataset: Dataset) -> Dataset:
+        """The training split under the config's label shares / both-labels filter / pseudo-labels."""
+        from mtl_perception.data.partial_labels import LabelShares, apply_partial_labels
+
+        data = self.config.data
+        shares = LabelShares(data.semantic_label_share, data.depth_label_share, data.label_share_seed)
+        dataset = apply_partial_labels(
+            dataset,  # type: ignore[arg-type]
+            data.kind,
+            shares,
+            require_all_labels=data.require_all_labels,
+            pseudo_labels=data.pseudo_labels,
+            teacher=data.pseudo_label_teacher,
+        )
+        if self.world.is_main:
+            plan = dataset.label_filter  # type: ignore[attr-defined]
+            log.info(
+                "partial labels: %d training frames; %d without real semantics, %d without real depth%s",
+                len(dataset),  # type: ignore[arg-type]
+                len(plan.drop_semantic),
+                len(plan.drop_depth),
+                f"; pseudo {plan.pseudo.target} labels for {len(plan.pseudo.frames)}" if plan.pseudo else "",
+            )
+        return dataset
 
     def _with_teacher_targets(self, dataset: Dataset, plain: Dataset) -> TeacherTargets:
         """``dataset`` with the ensemble teacher's outputs on ``plain`` (the same samples, un-augmented),
@@ -345,7 +390,7 @@ class Trainer:
             "data_kind": self.config.data.kind,
             "train_config": to_dict(self.config),
             "metrics": flat_scalars(metrics or {}),
-        }
+        } | self._model_meta()
         save_checkpoint(self.output_dir / name, self.model, self.model_config, **meta)
 
     # -- loop --------------------------------------------------------------------------------------
@@ -355,7 +400,7 @@ class Trainer:
         device = self.world.device
         batch = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
-            outputs = self.ddp(*model_inputs(batch, self.stereo, device))
+            outputs = self.ddp(*self._inputs(batch))
         total, terms = self.loss_fn(outputs, batch)
         if self.distill_loss is not None:
             distilled = self.distill_loss(outputs, batch)
