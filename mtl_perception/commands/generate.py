@@ -1,4 +1,4 @@
-"""`mtl-perception generate`: render the synthetic stereo driving dataset (and rosbags)."""
+"""`mtl-perception generate`: render the synthetic stereo dataset (driving or flying scenes, and rosbags)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mtl_perception.data import layout
 from mtl_perception.errors import UserError
-from mtl_perception.sim.domains import DOMAINS, HELD_OUT_SEED_OFFSET
+from mtl_perception.sim.domains import DOMAINS, FLYING_SEED_OFFSET, HELD_OUT_SEED_OFFSET
 
 DEFAULT_SEQUENCES = {"train": 40, "val": 6, "test": 8}
 DEFAULT_FRAMES = {"train": 40, "val": 20, "test": 20}
@@ -61,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{HELD_OUT_SEED_OFFSET}), never for training or model selection. Without --sequences/--frames/"
         "--bag-sequences it renders the committed set: train 4 and test 4 sequences x 20 frames, all "
         "as rosbags too",
+    )
+    parser.add_argument(
+        "--family",
+        choices=("driving", "flying"),
+        default="driving",
+        help="driving (default): streets along a road; flying: 10-30 random objects (primitives and "
+        "pybullet_data meshes with procedural or real-photo textures) tumbling at random depths in front "
+        "of a random backdrop or the sky, in the spirit of FlyingThings3D. Same layout and labels "
+        "(semantics 255 = ignore except the sky; steering.csv holds 0); seeds shifted by "
+        f"{FLYING_SEED_OFFSET}",
     )
     parser.add_argument(
         "--rig",
@@ -132,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         camera_effects=not args.no_camera_effects,
         rig_preset=args.rig or "random",
         domain=args.domain,
+        family=args.family,
     )
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from mtl_perception.sim.world import Restyle
 
 HELD_OUT_SEED_OFFSET = 1_000_000
+# Flying-family sequences (sim/flying.py) are shifted too, so that none shares a seed (and so a rig)
+# with a driving or held-out sequence.
+FLYING_SEED_OFFSET = 2_000_000
 
 
 @dataclass(frozen=True)

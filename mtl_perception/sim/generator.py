@@ -1,5 +1,8 @@
 """Render synthetic stereo sequences to the on-disk layout of ``data.layout`` (and rosbags).
 
+Two scene families share the layout: ``driving`` (streets, sim/world.py) and ``flying`` (random
+objects in front of a random backdrop, sim/flying.py; steering.csv holds 0 there).
+
 Each sequence is rendered by one worker process with its own pybullet DIRECT client into a
 temporary directory, then renamed into place, so an interrupted run leaves no half sequence; the
 manifest is written last. Same config and seed => byte-identical files.
@@ -26,7 +29,7 @@ import numpy as np
 from mtl_perception.data import layout
 from mtl_perception.data.labels import class_table
 from mtl_perception.errors import UserError
-from mtl_perception.sim.domains import DOMAINS, Domain
+from mtl_perception.sim.domains import DOMAINS, FLYING_SEED_OFFSET, Domain
 from mtl_perception.sim.ego import EgoState, drive
 from mtl_perception.sim.rig import RigRanges, StereoRig, random_rig
 from mtl_perception.sim.road import Road, random_road
@@ -40,6 +43,33 @@ PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 # "random": a rig drawn per sequence from its seed within ``rig_ranges`` (the default);
 # "fixed": every sequence uses the rig of the config's fields (the version-1 rig by default).
 RIG_PRESETS = ("random", "fixed")
+# "driving": streets along a road (sim/world.py); "flying": random textured objects tumbling in front
+# of a random backdrop (sim/flying.py), same layout, steering 0.
+FAMILIES = ("driving", "flying")
+
+
+@dataclass(frozen=True)
+class FlyingRanges:
+    """What a flying scene draws (sim/flying.py). Depths are drawn as disparities of the sequence's rig.
+
+    ``objects`` is scaled by the config's ``density``; ``size`` is an object's bounding radius as a
+    fraction of the view's half width at its depth; ``near_share`` of the objects get a centre
+    disparity in the upper half of the labelled range (their front may pass it: unknown there);
+    the rest a log-uniform one down to the disparity at ``far_fraction`` of the far limit.
+    """
+
+    objects: tuple[int, int] = (10, 30)
+    size: tuple[float, float] = (0.05, 0.35)
+    near_share: float = 0.3
+    far_fraction: float = 0.5
+    photo_share: float = 0.4  # textures cut from real photos (when scikit-image ships them)
+    noise_share: float = 0.2  # colour value noise; the rest: a sim.textures kind, recoloured
+    mesh_share: float = 0.15  # meshes from pybullet_data instead of primitives
+    backdrop_none: float = 0.15  # no backdrop: the sky (infinitely far) behind every object
+    backdrop_partial: float = 0.25  # a backdrop covering part of the view, sky around it
+    speed: float = 0.15  # object image-plane speed, fraction of the half view per second
+    depth_speed: float = 0.08  # object depth change, fraction per second (30 % at most per sequence)
+    spin: float = 1.5  # rad/s, at most
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,8 @@ class GeneratorConfig:
     rig_ranges: RigRanges = field(default_factory=RigRanges)
     # "default": the training world; "unseen": the held-out domain (sim/domains.py), never trained on.
     domain: str = "default"
+    family: str = "driving"  # one of FAMILIES
+    flying: FlyingRanges = field(default_factory=FlyingRanges)  # used by the flying family only
 
     @property
     def domain_preset(self) -> Domain:
@@ -119,6 +151,13 @@ class GeneratorConfig:
             raise UserError(f"every split with sequences needs at least 1 frame, got frames={self.frames}")
         if not self.density > 0:
             raise UserError(f"density must be positive, got {self.density}")
+        if self.family not in FAMILIES:
+            raise UserError(f"unknown scene family {self.family!r}; choose from {list(FAMILIES)}")
+        if self.family == "flying" and self.domain != "default":
+            raise UserError(f"the flying family has no held-out domain; drop domain {self.domain!r}")
+        lo, hi = self.flying.objects
+        if self.family == "flying" and not 1 <= lo <= hi:
+            raise UserError(f"flying objects must be 1 <= min <= max, got {self.flying.objects}")
 
 
 @dataclass(frozen=True)
@@ -138,6 +177,7 @@ class SequenceJob:
         return (
             layout.sequence_seed(self.config.seed, self.split, self.index)
             + self.config.domain_preset.seed_offset
+            + (FLYING_SEED_OFFSET if self.config.family == "flying" else 0)
         )
 
     @property
@@ -198,14 +238,13 @@ class Scene:
 
         Actors are placed at ``frame / rate_hz``; left and right carry the camera effects (if on).
         """
-        from mtl_perception.sim.camera import render_stereo
+        from mtl_perception.sim.camera import render_frame
 
-        self.world.set_time(frame / self.config.rate_hz)
-        view = render_stereo(self.world, self.rig, xy, yaw, self.lighting)
-        left, right = view.left, view.right
-        if self.config.camera_effects:
-            left, right = self.effects.apply_pair(left, right, np.random.default_rng([self.seed, 2, frame]))
-        return view, left, right
+        effects = self.effects if self.config.camera_effects else None
+        rng = np.random.default_rng([self.seed, 2, frame])
+        return render_frame(
+            self.world, self.rig, self.lighting, frame / self.config.rate_hz, xy, yaw, effects, rng
+        )
 
 
 def build_scene(
@@ -259,6 +298,24 @@ def sequence_drive(config: GeneratorConfig, seed: int, frames: int) -> tuple[Roa
     return road, speed, drive(road, np.random.default_rng([seed, 1]), frames, config.rate_hz, speed)
 
 
+def sequence_scene(
+    config: GeneratorConfig, seed: int, client: int, texture_dir: Path, frames: int
+) -> tuple[Any, list[tuple[np.ndarray, float, float]], dict[str, Any]]:
+    """(scene, per-frame rig pose and steering ``(xy, yaw, steering)``, extra manifest entries) of
+    the dataset sequence with ``seed`` in the config's family; the scene has ``rig`` and
+    ``render(frame, xy, yaw)``."""
+    if config.family == "flying":
+        from mtl_perception.sim.flying import build_flying_scene
+
+        flying = build_flying_scene(config, seed, client, texture_dir, frames)
+        # No driver: steering.csv holds 0 so the layout (and every loader) stays the same.
+        poses = [(*flying.camera.at(f / config.rate_hz), 0.0) for f in range(frames)]
+        return flying, poses, {"textures": flying.texture_counts()}
+    scene = build_scene(config, seed, client, texture_dir, frames=frames)
+    _, _, states = sequence_drive(config, seed, frames)
+    return scene, [(state.xy, state.yaw, state.steering) for state in states], {}
+
+
 def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     """Render one sequence into ``<root>/<split>/<name>`` (atomically); returns its manifest entry.
 
@@ -272,14 +329,13 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{job.name}-", dir=final.parent))
     client = p.connect(p.DIRECT)
     try:
-        scene = build_scene(config, job.seed, client, tmp / "textures", frames=job.frames)
+        scene, poses, extra = sequence_scene(config, job.seed, client, tmp / "textures", job.frames)
         rig = scene.rig
-        _, _, states = sequence_drive(config, job.seed, job.frames)
         for kind in layout.FRAME_DIRS:
             (tmp / kind).mkdir()
         rows = []
-        for frame, state in enumerate(states):
-            view, left, right = scene.render(frame, state.xy, state.yaw)
+        for frame, (xy, yaw, steering) in enumerate(poses):
+            view, left, right = scene.render(frame, xy, yaw)
             stem = f"{layout.frame_stem(frame)}.png"
             _write_png(tmp / layout.LEFT_DIR / stem, left)
             _write_png(tmp / layout.RIGHT_DIR / stem, right)
@@ -287,7 +343,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
             _write_png(tmp / layout.DISPARITY_DIR / stem, disparity_png)
             _write_png(tmp / layout.DEPTH_DIR / stem, depth_png)
             _write_png(tmp / layout.SEMANTIC_DIR / stem, view.semantic)
-            rows.append((frame, layout.frame_stamp_ns(frame, config.rate_hz), f"{state.steering:.6f}"))
+            rows.append((frame, layout.frame_stamp_ns(frame, config.rate_hz), f"{steering:.6f}"))
             if progress is not None:
                 progress.put(1)
         with (tmp / layout.STEERING_NAME).open("w", newline="") as f:
@@ -314,7 +370,7 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     if job.write_bag:
         write_sequence_bag(job.root, job.split, job.name, layout.bag_dir(job.root, job.name))
-    return {"split": job.split, "seed": job.seed, "frames": job.frames, "rig": rig_record(rig)}
+    return {"split": job.split, "seed": job.seed, "frames": job.frames, "rig": rig_record(rig), **extra}
 
 
 def write_sequence_bag(root: Path, split: str, sequence: str, bag_path: Path, storage: str = "mcap") -> Path:
@@ -457,11 +513,14 @@ class _BarQueue:
 
 
 def _manifest_config(config: GeneratorConfig) -> dict[str, Any]:
-    """The config as stored in the manifest; no ``domain`` key means the default domain, so default
-    manifests stay byte-identical to those written before domains existed."""
+    """The config as stored in the manifest; no ``domain`` key means the default domain and no
+    ``family`` key the driving family, so default manifests stay byte-identical to those written
+    before domains and families existed."""
     plain = _plain(dataclasses.asdict(config))
     if plain["domain"] == "default":
         del plain["domain"]
+    if plain["family"] == "driving":
+        del plain["family"], plain["flying"]
     return plain
 
 
