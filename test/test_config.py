@@ -81,3 +81,17 @@ def test_range_checks_still_run_after_the_type_check() -> None:
         train_config_from_dict({"data": {"batch_size": 0}})
     with pytest.raises(ConfigError, match="hue must be in"):
         from_dict(AugmentConfig, {"hue": 0.9})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"procedural_share": 1.0}, "procedural_share must be in"),
+        ({"procedural_val_pairs": 0}, "procedural_val_pairs must be >= 1"),
+        ({"semantic_label_share": 1.5}, "semantic_label_share must be in"),
+        ({"pseudo_label_teacher": "t.pt"}, "pseudo_label_teacher needs pseudo_labels"),
+    ],
+)
+def test_every_data_range_check_runs(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train_config_from_dict({"data": data})

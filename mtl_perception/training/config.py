@@ -56,16 +56,16 @@ class DataConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.pseudo_label_teacher is not None and self.pseudo_labels is None:
             raise ValueError("pseudo_label_teacher needs pseudo_labels (the folder it checks)")
+        if not 0.0 <= self.procedural_share < 1.0:
+            raise ValueError(f"procedural_share must be in [0, 1), got {self.procedural_share}")
+        if self.procedural_val_pairs < 1:
+            raise ValueError("procedural_val_pairs must be >= 1")
 
     @property
     def partial_labels(self) -> bool:
         """Whether any label is removed, filtered for or filled in on the training split."""
         shares = (self.semantic_label_share, self.depth_label_share)
         return min(shares) < 1.0 or self.require_all_labels or self.pseudo_labels is not None
-        if not 0.0 <= self.procedural_share < 1.0:
-            raise ValueError(f"procedural_share must be in [0, 1), got {self.procedural_share}")
-        if self.procedural_val_pairs < 1:
-            raise ValueError("procedural_val_pairs must be >= 1")
 
 
 @dataclass
