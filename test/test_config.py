@@ -90,6 +90,8 @@ def test_range_checks_still_run_after_the_type_check() -> None:
         ({"procedural_val_pairs": 0}, "procedural_val_pairs must be >= 1"),
         ({"semantic_label_share": 1.5}, "semantic_label_share must be in"),
         ({"pseudo_label_teacher": "t.pt"}, "pseudo_label_teacher needs pseudo_labels"),
+        ({"mix_root": "data/flying"}, "mix_root and mix_share > 0 go together"),
+        ({"mix_root": "data/flying", "mix_share": 0.5, "procedural_share": 0.5}, "leave room"),
     ],
 )
 def test_every_data_range_check_runs(data: dict, message: str) -> None:

@@ -219,6 +219,23 @@ def test_procedural_share_mixes_pairs_into_the_training_split(tmp_path: Path) ->
     assert len(trainer.train_set.datasets[1]) == len(trainer.train_set.datasets[0])  # half of the mix
 
 
+def test_mix_root_brings_its_share_of_another_dataset_into_training_only(tmp_path: Path) -> None:
+    make_synthetic(tmp_path / "data", frames={"train": 6, "val": 1})
+    make_synthetic(tmp_path / "flying", frames={"train": 2, "val": 1}, seed=5)
+    config = tiny_train_config(tmp_path / "run")
+    config.data.root = str(tmp_path / "data")
+    config.data.mix_root = str(tmp_path / "flying")
+    config.data.mix_share = 0.25
+    config.data.procedural_share = 0.25
+    trainer = Trainer(config)
+    own, procedural, mixed = trainer.train_set.datasets
+    # Half of 12 samples are the root's 6 frames, a quarter each procedural and mixed-in (cycled).
+    assert (len(own), len(procedural), len(mixed)) == (6, 3, 3)
+    assert [mixed.dataset.records[i].frame for i in mixed.indices] == [0, 1, 0]
+    assert mixed.dataset.root == tmp_path / "flying"
+    assert trainer.val_set.root == tmp_path / "data"  # validation stays on root
+
+
 def test_init_checkpoint_starts_from_its_weights_and_refuses_another_model(tmp_path: Path) -> None:
     first = Trainer(
         tiny_train_config(tmp_path / "a", max_steps=1),

@@ -36,6 +36,11 @@ class DataConfig:
     # (root unused; validation on fixed procedural pairs).
     procedural_share: float = 0.0
     procedural_val_pairs: int = 64
+    # A second dataset of the same layout mixed into training (e.g. the flying scene family,
+    # `generate --family flying`): this share of the training samples comes from its train split,
+    # cycled to that count. Validation and test stay on ``root``.
+    mix_root: str | None = None
+    mix_share: float = 0.0
     # Partly labelled training (data/partial_labels.py): the share of training frames that keep
     # their semantic / depth (+ disparity) label, a fixed subset drawn with label_share_seed (not
     # train.seed, so every variant sees the same labelled frames); the others' label is unknown.
@@ -60,6 +65,13 @@ class DataConfig:
             raise ValueError(f"procedural_share must be in [0, 1), got {self.procedural_share}")
         if self.procedural_val_pairs < 1:
             raise ValueError("procedural_val_pairs must be >= 1")
+        if not 0.0 <= self.mix_share < 1.0 or self.procedural_share + self.mix_share >= 1.0:
+            raise ValueError(
+                f"mix_share must be in [0, 1) and leave room for root's frames beside procedural_share, "
+                f"got mix_share {self.mix_share}, procedural_share {self.procedural_share}"
+            )
+        if (self.mix_share > 0) != (self.mix_root is not None):
+            raise ValueError("mix_root and mix_share > 0 go together (the dataset to mix in and its share)")
 
     @property
     def partial_labels(self) -> bool:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -198,13 +198,27 @@ class Trainer:
             dataset = self._with_teacher_targets(
                 dataset, plain=build_dataset(data.kind, data.root, split, eval_size=size)
             )
-        if data.procedural_share == 0:
+        # Each extra source gets its share of the whole: len(dataset) is the rest's share.
+        per_share = len(dataset) / (1.0 - data.procedural_share - data.mix_share)  # type: ignore[arg-type]
+        extras: list[Dataset] = []
+        if data.procedural_share > 0:
+            extras.append(self._procedural(max(1, round(per_share * data.procedural_share))))
+        if data.mix_share > 0:
+            extras.append(self._mixed_in(split, max(1, round(per_share * data.mix_share))))
+        if not extras:
             return dataset
-        extra = round(len(dataset) * data.procedural_share / (1.0 - data.procedural_share))
-        procedural = self._procedural(max(1, extra))
         if isinstance(dataset, TeacherTargets):
-            procedural = NoTeacherTargets(procedural, like=dataset)
-        return ConcatDataset([dataset, procedural])
+            extras = [NoTeacherTargets(extra, like=dataset) for extra in extras]
+        return ConcatDataset([dataset, *extras])
+
+    def _mixed_in(self, split: str, length: int) -> Dataset:
+        """``length`` samples of ``data.mix_root``'s training split (cycled), augmented like the data."""
+        from mtl_perception.data.datasets import build_dataset
+
+        data = self.config.data
+        assert data.mix_root is not None
+        mixed = build_dataset(data.kind, data.mix_root, split, augment=data.augmentation)
+        return Subset(mixed, [index % len(mixed) for index in range(length)])
 
     def _partial_labels(self, dataset: Dataset) -> Dataset:
         """The training split under the config's label shares / both-labels filter / pseudo-labels."""
