@@ -318,6 +318,21 @@ def test_depth_pseudo_labels_are_valid_where_confident(synthetic: Path, tmp_path
     np.testing.assert_allclose(arrays.disparity[measured], recon, rtol=0.02, atol=2 / 256)
 
 
+def test_a_student_trains_on_pseudo_depth(synthetic: Path, tmp_path: Path) -> None:
+    from mtl_perception.training.trainer import Trainer
+
+    teacher = _teacher_checkpoint(tmp_path / "teacher.pt", guidance="semantic", target="depth")
+    config = _train_config(synthetic, tmp_path / "teacher_run", depth_label_share=0.25)
+    write_pseudo_labels(config, teacher, tmp_path / "pseudo", progress=False)
+    student = _train_config(
+        synthetic, tmp_path / "student", depth_label_share=0.25, pseudo_labels=str(tmp_path / "pseudo")
+    )
+    trainer = Trainer(student)
+    assert all(trainer.train_set[i]["has_depth"] for i in range(len(trainer.train_set)))
+    trainer.train()
+    assert (tmp_path / "student" / "final.pt").is_file()
+
+
 def test_stale_pseudo_labels_are_refused(synthetic: Path, tmp_path: Path) -> None:
     teacher = _teacher_checkpoint(tmp_path / "teacher.pt")
     config = _train_config(synthetic, tmp_path / "run", semantic_label_share=0.5)
