@@ -65,6 +65,12 @@ def adapt_running() -> bool:
     return subprocess.run(["pgrep", "-f", "mtl-perception adapt"], capture_output=True).returncode == 0
 
 
+def _nice() -> list[str]:
+    """Niceness 10 for the runs (another job's CPU comes first), not more if the runner already has it."""
+    missing = 10 - os.nice(0)
+    return ["nice", "-n", str(missing)] if missing > 0 else []
+
+
 def run_logged(cmd: list[str], log: Path) -> float:
     """Run a command (nice, one thread) with its output in ``log``; wall seconds; raise on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +80,7 @@ def run_logged(cmd: list[str], log: Path) -> float:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
         code = subprocess.run(
-            ["nice", "-n", "10", *cmd], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            [*_nice(), *cmd], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT
         ).returncode
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {log}")
