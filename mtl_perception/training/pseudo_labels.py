@@ -8,8 +8,9 @@ the training frames that keep both labels under the config's label shares, learn
 - semantic: the class of the top softmax probability where that probability is >= ``threshold``
   (0.9 default), 255 (ignore) elsewhere;
 - depth: the predicted depth where the predicted standard deviation is <= ``depth_threshold`` x the
-  predicted depth (0.15 default: the relative spread at which a Laplace prediction still puts about
-  90 % of its mass within +-33 % of the depth), unknown elsewhere; pixels predicted at >=
+  predicted depth, unknown elsewhere. The default 0.15 is a rule of thumb, not tuned on data: a
+  Laplace prediction with that spread (b = 0.106 z) puts 90 % of its mass within +-24 % of the
+  depth. Pixels predicted at >=
   ``FAR_RATIO`` x max_depth are written as far (the loss trains far pixels to max_depth).
 
 Labels are written at the frames' original size (logits / depth upsampled from the teacher's input
