@@ -12,6 +12,7 @@ PERCEPTION_MODES = ("stereo", "mono")
 # Mono models: metadata key of the focal length (px at the input width) their metric depth is for.
 FOCAL_LENGTH_KEY = "focal_length"
 UNCERTAINTY_DISTRIBUTION_KEY = "uncertainty_distribution"
+FRAME_PERIOD_KEY = "frame_period"  # steering graphs: seconds between the frames of a training window
 STEERING_MODE = "steering"
 
 
@@ -59,6 +60,12 @@ class ModelInfo:
         """What the ``*_uncertainty`` standard deviations describe (laplace | gaussian); files written
         before it was recorded came from Laplace heads, every shipped config's."""
         return self.extra.get(UNCERTAINTY_DISTRIBUTION_KEY, "laplace")
+
+    @property
+    def frame_period(self) -> float | None:
+        """Steering: seconds between the frames of the windows it was trained on; None if unstated."""
+        value = self.extra.get(FRAME_PERIOD_KEY)
+        return float(value) if value is not None else None
 
     @property
     def num_classes(self) -> int:

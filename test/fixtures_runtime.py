@@ -6,7 +6,7 @@ import numpy as np
 
 from mtl_perception.contract import MONO_OUTPUTS, STEREO_OUTPUTS
 from mtl_perception.data.labels import class_table
-from mtl_perception.model_info import ModelInfo
+from mtl_perception.model_info import FRAME_PERIOD_KEY, ModelInfo
 
 
 def fake_info(mode: str = "stereo", size: tuple[int, int] = (64, 128), embedding_dim: int = 4) -> ModelInfo:
@@ -62,7 +62,8 @@ class SumSteeringBackend:
 
     name = "sum"
 
-    def __init__(self, window: int, embedding_dim: int = 4) -> None:
+    def __init__(self, window: int, embedding_dim: int = 4, frame_period: float | None = None) -> None:
+        self.calls = 0
         self.info = ModelInfo(
             mode="steering",
             inputs={"embeddings": (1, window, embedding_dim)},
@@ -70,9 +71,11 @@ class SumSteeringBackend:
             version="test",
             embedding_dim=embedding_dim,
             window=window,
+            extra={} if frame_period is None else {FRAME_PERIOD_KEY: repr(frame_period)},
         )
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
         embeddings = inputs["embeddings"]
         weights = np.arange(1, embeddings.shape[1] + 1, dtype=np.float32)
         return {"steering": (embeddings[:, :, 1] * weights).sum(axis=1)}

@@ -75,6 +75,18 @@ def test_a_fixed_max_gap_replaces_the_estimate() -> None:
     assert p.steering.gap_limit() == pytest.approx(1.5 * np.median([0.2, 0.25, 0.3, 0.05]))
 
 
+def test_a_faster_camera_is_thinned_to_the_period_the_head_was_trained_on() -> None:
+    head = SumSteeringBackend(3, frame_period=PERIOD)  # trained on 10 Hz windows
+    p = Pipeline(ConstantBackend(fake_info()), steering_backend=head)
+    steering = run(p, [EPOCH + k / 30.0 for k in range(12)])  # a 30 Hz camera
+    # Every third frame (calls 1, 4, 7, 10) joins; the frames between repeat the window's answer.
+    assert steering == [None] * 6 + [window_sum(1, 4, 7)] * 3 + [window_sum(4, 7, 10)] * 3
+    assert head.calls == 2  # the head runs only when its window changed
+    # A slower camera than the head's period is not thinned (every frame joins).
+    slow = Pipeline(ConstantBackend(fake_info()), steering_backend=SumSteeringBackend(2, frame_period=PERIOD))
+    assert run(slow, [EPOCH + 0.2 * k for k in range(3)]) == [None, window_sum(1, 2), window_sum(2, 3)]
+
+
 def test_frames_without_stamps_keep_extending_the_window() -> None:
     assert run(pipeline(window=2), [None, None, None]) == [None, window_sum(1, 2), window_sum(2, 3)]
 

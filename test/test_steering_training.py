@@ -14,7 +14,7 @@ from fixtures_networks import tiny_stereo_config
 
 from mtl_perception.cli import main
 from mtl_perception.data.image_io import read_rgb
-from mtl_perception.model_info import steering_path_for
+from mtl_perception.model_info import read_model_info, steering_path_for
 from mtl_perception.networks import SteeringHead, build_model, load_steering_head, save_checkpoint
 from mtl_perception.networks.heads import grid_embedding
 from mtl_perception.runtime import Pipeline, create_backend
@@ -92,6 +92,7 @@ def driving_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         frames={"train": 6, "test": 6},
         bag_sequences={},
         density=0.5,
+        rate_hz=5.0,  # not the default, so the head's recorded frame period must come from the data
     )
     generate_dataset(config, root)
     return root
@@ -131,7 +132,7 @@ def test_steering_training_exports_a_head_the_runtime_runs_unchanged(driving_dat
     head_file = tmp_path / "run" / "steering_head.pt"
     assert main(["export", str(checkpoint), "--frames", "1", "--steering", str(head_file)]) == 0
     onnx_path = checkpoint.with_suffix(".onnx")
-    assert steering_path_for(onnx_path).is_file()
+    assert read_model_info(steering_path_for(onnx_path)).frame_period == pytest.approx(0.2)
 
     # The runtime's steering on the test sequence equals the trained head on the torch embeddings.
     head, _ = load_steering_head(head_file)

@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         segmentation_agreement=args.tol_segmentation,
     )
     model, config, _meta = load_checkpoint(checkpoint)
-    head = load_steering_head(check_model_file(args.steering, ".pt"))[0] if args.steering else None
+    head, head_meta = (None, {})
+    if args.steering:
+        head, head_meta = load_steering_head(check_model_file(args.steering, ".pt"))
     with Staging() as staging:
         result = export_deploy_model(
             DeployModel(model),
@@ -85,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
                     f"gives {result.info.embedding_dim}; train the head on this model's encoder"
                 )
             steering = steering_path_for(output)
-            _, report = export_steering_head(head, staging.path_for(steering), opset=args.opset)
+            _, report = export_steering_head(
+                head, staging.path_for(steering), opset=args.opset, frame_period=head_meta.get("frame_period")
+            )
             print(f"{steering}:")
             print(report.summary())
             passed = passed and report.passed

@@ -18,7 +18,7 @@ import torch
 from mtl_perception import __version__
 from mtl_perception.data.frames import frame_feeds, stereo_frames
 from mtl_perception.export.parity import InferFn, ParityReport, ParityTolerance, check_parity
-from mtl_perception.model_info import STEERING_MODE, ModelInfo
+from mtl_perception.model_info import FRAME_PERIOD_KEY, STEERING_MODE, ModelInfo
 from mtl_perception.networks.deploy import describe_deploy_model
 from mtl_perception.networks.heads import SteeringHead
 from mtl_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -199,9 +199,13 @@ def export_deploy_model(
 
 
 def export_steering_head(
-    head: SteeringHead, output: str | Path, *, opset: int = OPSET
+    head: SteeringHead, output: str | Path, *, opset: int = OPSET, frame_period: float | None = None
 ) -> tuple[Path, ParityReport]:
-    """Export the steering head (``embeddings`` 1xTxD -> ``steering``) and check it on random windows."""
+    """Export the steering head (``embeddings`` 1xTxD -> ``steering``) and check it on random windows.
+
+    ``frame_period``: seconds between the frames of its training windows, recorded in the metadata
+    so the runtime thins a faster camera's stream to it (heads saved before it was recorded: None).
+    """
     embedding_dim, window = head.embedding_dim, head.window
     info = ModelInfo(
         mode=STEERING_MODE,
@@ -210,6 +214,7 @@ def export_steering_head(
         version=__version__,
         embedding_dim=embedding_dim,
         window=window,
+        extra={} if frame_period is None else {FRAME_PERIOD_KEY: repr(float(frame_period))},
     )
     path = write_onnx(head.eval(), info, output, opset)
     rng = np.random.default_rng(0)

@@ -29,6 +29,10 @@ RESIZE_MODES = ("stretch", "letterbox")
 STEERING_GAP_FACTOR = 1.5
 # Frame gaps the period is estimated from (their median: a few drops or a pause do not move it).
 PERIOD_HISTORY = 32
+# A steering graph that states its training frame period gets frames about that far apart: a frame
+# joins the window once this share of the period has passed since the last one (a 30 Hz camera
+# feeds a 10 Hz head every third frame, a 20 Hz one every second).
+PERIOD_SHARE_TO_JOIN = 0.75
 
 
 class InputError(ValueError):
@@ -100,17 +104,32 @@ class SteeringBuffer:
     estimate rests on a few gaps, so ``full`` checks the window's gaps again against the current
     limit: a gap that turns out too long keeps the window incomplete until it has left it. Frames
     without a stamp extend the window unchecked.
+
+    ``frame_period`` (seconds; the steering graph's training period) thins a faster stream: ``joins``
+    says whether a frame belongs in the window at all.
     """
 
-    def __init__(self, window: int, dim: int, max_gap: float | None = None) -> None:
+    def __init__(
+        self, window: int, dim: int, max_gap: float | None = None, frame_period: float | None = None
+    ) -> None:
         self.window = window
         self.max_gap = max_gap
+        self.frame_period = frame_period
         self._rows = np.zeros((2 * window, dim), dtype=np.float32)
         self._stamps = np.full(2 * window, np.nan)  # NaN: a frame without a stamp
         self._gaps: deque[float] = deque(maxlen=PERIOD_HISTORY)
         self._last_stamp: float | None = None
         self._next = 0
         self._count = 0
+
+    def joins(self, stamp: float | None) -> bool:
+        """Whether a frame at ``stamp`` enters the window: not when it comes sooner after the last
+        one than ``PERIOD_SHARE_TO_JOIN`` x ``frame_period`` (a stamp that goes back does: it
+        restarts the window)."""
+        if self.frame_period is None or stamp is None or self._last_stamp is None or self._count == 0:
+            return True
+        gap = stamp - self._last_stamp
+        return gap <= 0 or gap >= PERIOD_SHARE_TO_JOIN * self.frame_period
 
     def push(self, embedding: np.ndarray, stamp: float | None = None) -> str | None:
         """Add a frame; returns why it restarted the window (None when it continued it)."""
@@ -185,7 +204,9 @@ class Pipeline:
     Steering (with ``steering_backend``) comes from the last T frames and only from T consecutive
     ones: ``process(..., stamp=...)`` restarts the window when the stamp goes back or jumps by more
     than ``steering_max_gap`` seconds (None: 1.5 x the median frame period; see SteeringBuffer), and
-    ``result.steering`` stays None until T new frames have arrived.
+    ``result.steering`` stays None until T new frames have arrived. A steering graph that states its
+    training frame period sees a faster stream thinned to about that period; the frames in between
+    repeat the last steering value (their window is the same).
     """
 
     def __init__(
@@ -223,7 +244,9 @@ class Pipeline:
                     f"the model gives {self.info.embedding_dim}"
                 )
             steering_window = steering_info.window
-        self.steering = SteeringBuffer(steering_window, self.info.embedding_dim)
+        frame_period = steering_backend.info.frame_period if steering_backend is not None else None
+        self.steering = SteeringBuffer(steering_window, self.info.embedding_dim, frame_period=frame_period)
+        self._last_steering: float | None = None
         self.steering_max_gap = steering_max_gap  # checked by the setter
         self.palette = class_palette(self.info)
         height, width = self.info.input_size
@@ -246,6 +269,7 @@ class Pipeline:
     def reset(self) -> None:
         """Forget the steering window (e.g. after a pause, or frames lost before the pipeline)."""
         self.steering.clear()
+        self._last_steering = None
 
     def warm_up(self, runs: int = 2) -> float:
         """Run the model ``runs`` times on blank inputs; returns the last run's milliseconds.
@@ -403,10 +427,14 @@ class Pipeline:
                     self.policy,
                     self._mono_focal_ratio(camera, w, in_w),
                 )
+        if not self.steering.joins(stamp):
+            result.steering = self._last_steering  # the window is unchanged, so is its answer
+            return result
         result.steering_restart = self.steering.push(result.embedding, stamp)
+        self._last_steering = None
         if self.steering_backend is not None and self.steering.full:
             steering = self.steering_backend.infer({"embeddings": self.steering.ordered()})["steering"]
-            result.steering = float(np.asarray(steering).reshape(-1)[0])
+            result.steering = self._last_steering = float(np.asarray(steering).reshape(-1)[0])
         return result
 
     def _mono_focal_ratio(self, camera: CameraModel | None, content_w: int, in_w: int) -> float:

@@ -33,6 +33,7 @@ from mtl_perception.training.steering_data import (
     EncoderTail,
     SequenceFeatures,
     cached_features,
+    frame_period,
     window_index,
 )
 
@@ -354,7 +355,13 @@ def run_steering_training(config: SteeringConfig) -> dict[str, Any]:
         # for the fine-tuned variant a copy of that model with its trained last step, written here
         # (its segmentation and disparity read the changed 1/32 features too: a steering experiment,
         # not a model to ship). The ImageNet encoder is no perception model, so its head stays here.
-        meta = {"encoder": config.encoder, "perception_model": config.model, "test": final["test"]}
+        meta = {
+            "encoder": config.encoder,
+            "perception_model": config.model,
+            "test": final["test"],
+            # The runtime feeds the head frames this far apart (Pipeline), whatever the camera's rate.
+            "frame_period": frame_period(Path(config.data.root)),
+        }
         if config.encoder == "multitask_finetuned":
             model, model_config, _ = load_checkpoint(config.model)
             model.backbone.load_state_dict(fit.tail.backbone.state_dict())

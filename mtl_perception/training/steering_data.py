@@ -82,6 +82,12 @@ def sequence_records(root: Path, split: str) -> dict[str, list[FrameRecord]]:
     return records
 
 
+def frame_period(root: Path) -> float:
+    """Seconds between consecutive frames of the dataset's sequences (its generator's rate)."""
+    rate = read_manifest(root).get("config", {}).get("rate_hz", layout.RATE_HZ)
+    return 1.0 / float(rate)
+
+
 LABELS = ("expert", "driven")
 
 
