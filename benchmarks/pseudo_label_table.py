@@ -268,6 +268,31 @@ def pseudo_label_quality(directory: Path) -> dict[str, Any] | None:
     return result
 
 
+def guided_teacher_test(run: Path) -> dict[str, Any] | None:
+    """A guided teacher's own test scores, guidance from the test labels (cached in teacher_test.json).
+
+    Not a deployable number (the teacher reads a label): it shows how good its labels can be.
+    """
+    cached = run / "teacher_test.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    if not (run / "final.pt").is_file():
+        return None
+    import torch
+
+    from mtl_perception.networks.guided import load_teacher
+    from mtl_perception.training.evaluation import split_loader
+    from mtl_perception.training.pseudo_labels import evaluate_teacher
+
+    torch.set_num_threads(1)
+    net, _ = load_teacher(run / "best.pt")
+    loader = split_loader("synthetic", DATA, "test", tuple(net.config.input_size), batch_size=8)
+    metrics = evaluate_teacher(net, loader)
+    result = {m: metrics.get(m) for m in METRICS}
+    cached.write_text(json.dumps(result))
+    return result
+
+
 def collect(cells: list[Cell], timings: dict) -> dict[str, Any]:
     """Per-run metrics and the mean / spread per (share, row)."""
     runs: dict[str, Any] = {}
@@ -291,6 +316,8 @@ def collect(cells: list[Cell], timings: dict) -> dict[str, Any]:
             quality = pseudo_label_quality(cell.dir / teacher / "pseudo_labels")
             if quality is not None:
                 runs[f"{cell.dir.name}/{teacher}/pseudo_labels"] = quality
+            if teacher != "teacher_image" and (scores := guided_teacher_test(cell.dir / teacher)) is not None:
+                runs[f"{cell.dir.name}/{teacher}/test_with_guidance_from_labels"] = scores
     summary: dict[str, Any] = {}
     for share, rows in table.items():
         for row, values in rows.items():
