@@ -100,10 +100,11 @@ class Cell:
         return ["--set", f"train.seed={self.seed}", "--set", f"train.output_dir={out}", *self.extra]
 
     def forward(self) -> list[str]:
-        return ["--set", f"data.semantic_label_share={self.share}"]
+        """Both shares set explicitly: a config's own values never leak into a variant."""
+        return ["--set", f"data.semantic_label_share={self.share}", "--set", "data.depth_label_share=1.0"]
 
     def reverse(self) -> list[str]:
-        return ["--set", f"data.depth_label_share={self.share}"]
+        return ["--set", "data.semantic_label_share=1.0", "--set", f"data.depth_label_share={self.share}"]
 
     # -- jobs -------------------------------------------------------------------------------------
 
