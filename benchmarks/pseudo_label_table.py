@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -294,6 +295,15 @@ def guided_teacher_test(run: Path) -> dict[str, Any] | None:
     return result
 
 
+def train_bar_time(run: Path) -> str | None:
+    """The training bar's elapsed time of a run's last (possibly resumed) session, from its log."""
+    log = run / "log.txt"
+    if not log.is_file():
+        return None
+    found = re.findall(r"train: 100%\|[^|]*\| (\d+)/(\d+) \[([\d:]+)<", log.read_text(errors="replace"))
+    return found[-1][2] if found else None
+
+
 def collect(cells: list[Cell], timings: dict) -> dict[str, Any]:
     """Per-run metrics and the mean / spread per (share, row)."""
     runs: dict[str, Any] = {}
@@ -311,6 +321,7 @@ def collect(cells: list[Cell], timings: dict) -> dict[str, Any]:
                 "share": cell.share,
                 "seed": cell.seed,
                 "run": str(run),
+                "train_bar_time": train_bar_time(run),
             } | values
             table.setdefault(f"{cell.share}", {}).setdefault(row, []).append(values)
         for teacher in ("teacher_image", "teacher_depth", "teacher_semantic"):
