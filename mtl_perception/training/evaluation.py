@@ -111,8 +111,13 @@ def evaluate_model(
     max_batches: int | None = None,
     progress: bool = True,
     observe: ObserveFn | None = None,
+    inputs: Callable[[dict[str, Any], torch.device], tuple[Tensor, ...]] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` (a training network, unwrapped, or an ``EnsembleNet``) over the batches."""
+    """Metrics of ``model`` (a training network, unwrapped, or an ``EnsembleNet``) over the batches.
+
+    ``inputs`` builds the network's positional inputs from a batch (default: the view(s) of
+    ``model_inputs``; a pseudo-label teacher adds its guidance map).
+    """
     from mtl_perception.networks import DeployModel
 
     device = next(model.parameters()).device
@@ -120,7 +125,7 @@ def evaluate_model(
     deploy = DeployModel(model).eval()
 
     def predict(batch: dict[str, Any]) -> dict[str, Tensor]:
-        values = deploy(*model_inputs(batch, stereo, device))
+        values = deploy(*(inputs(batch, device) if inputs else model_inputs(batch, stereo, device)))
         return dict(zip(deploy.output_names, values, strict=True))
 
     try:

@@ -54,7 +54,7 @@ from mtl_perception.data.partial_labels import (
 )
 from mtl_perception.errors import UserError
 from mtl_perception.training.config import LossConfig, TeacherConfig, TrainConfig
-from mtl_perception.training.evaluation import evaluate_predictions
+from mtl_perception.training.evaluation import evaluate_model
 from mtl_perception.training.trainer import BEST_NAME, FINAL_NAME, Trainer
 
 log = logging.getLogger(__name__)
@@ -128,28 +128,10 @@ def _to(value: Any, device: torch.device) -> Any:
 
 
 def evaluate_teacher(net: nn.Module, batches: Any, max_batches: int | None = None) -> dict[str, Any]:
-    """Metrics of a teacher over sample batches through ``DeployModel`` (as ``evaluate_model`` does)."""
-    from mtl_perception.networks import DeployModel
-
-    device = next(net.parameters()).device
-    was_training = net.training
-    deploy = DeployModel(net).eval()
-
-    def predict(batch: dict[str, Any]) -> dict[str, Tensor]:
-        values = deploy(*teacher_inputs(net, batch, device))
-        return dict(zip(deploy.output_names, values, strict=True))
-
-    try:
-        return evaluate_predictions(
-            predict,
-            False,
-            batches,
-            max_batches,
-            focal_length=net.config.focal_length,
-            distribution=net.config.uncertainty_distribution,
-        )
-    finally:
-        net.train(was_training)
+    """Metrics of a teacher over sample batches (``evaluate_model`` with the guidance map as input)."""
+    return evaluate_model(
+        net, False, batches, max_batches, inputs=lambda batch, device: teacher_inputs(net, batch, device)
+    )
 
 
 def teacher_checkpoint(config: TrainConfig) -> Path | None:
