@@ -42,17 +42,23 @@ def _save_atomically(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def read_payload(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """The object a torch file holds (tensors only: ``weights_only``); ``UserError`` naming ``what``
+    (checkpoint, steering head, ...) when it is missing or unreadable."""
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise UserError(f"cannot read {what} {path} (corrupt or not a torch file): {exc}") from exc
+
+
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
     """Read a checkpoint -> (model in eval mode, config, meta); a bad file raises ``UserError``."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise UserError(f"cannot read checkpoint {path} (corrupt or not a torch file): {exc}") from exc
+    payload = read_payload(path, "checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not an mtl_perception checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -94,12 +100,7 @@ def save_steering_head(path: str | Path, head: SteeringHead, **meta: Any) -> Pat
 def load_steering_head(path: str | Path) -> tuple[SteeringHead, dict[str, Any]]:
     """Read a file written by ``save_steering_head`` -> (head in eval mode, meta); UserError if not one."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"steering head not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise UserError(f"cannot read steering head {path} (corrupt or not a torch file): {exc}") from exc
+    payload = read_payload(path, "steering head")
     if not isinstance(payload, dict) or payload.get("format") != STEERING_FORMAT:
         raise UserError(
             f"{path} is not a steering head written by `mtl-perception train` (a steering config)"

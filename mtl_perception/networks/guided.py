@@ -127,15 +127,10 @@ def teacher_meta(net: GuidedTeacherNet, target: str, branch_width: int) -> dict[
 
 def load_teacher(path: str | Path) -> tuple[GuidedTeacherNet, dict[str, Any]]:
     """A teacher checkpoint (written by ``mtl-perception pseudo-label``) -> (net in eval mode, meta)."""
-    from mtl_perception.networks.checkpoint import CHECKPOINT_FORMAT
+    from mtl_perception.networks.checkpoint import CHECKPOINT_FORMAT, read_payload
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"teacher checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise UserError(f"cannot read teacher checkpoint {path}: {exc}") from exc
+    payload = read_payload(path, "teacher checkpoint")
     meta = payload.get("meta", {}) if isinstance(payload, dict) else {}
     if payload.get("format") != CHECKPOINT_FORMAT or TEACHER_META_KEY not in meta:
         raise UserError(
