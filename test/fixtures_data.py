@@ -259,3 +259,8 @@ def make_middlebury(root: Path, seed: int = 0) -> dict[str, dict]:
         f"{split}/{scene}": write_middlebury_scene(root / split / scene, rng, name)
         for split, scene, name in scenes
     }
+
+
+def dataset_files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path -> its bytes (to compare two generated datasets)."""
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}

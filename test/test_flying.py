@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures_data import dataset_files
 
 from mtl_perception.data import layout
 from mtl_perception.data.labels import CLASS_ID, IGNORE_INDEX
@@ -152,10 +153,6 @@ def test_without_photos_every_texture_is_procedural(monkeypatch: pytest.MonkeyPa
     assert scene.texture_sources and not [s for s in scene.texture_sources if s.startswith("photo")]
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
-
-
 def test_flying_dataset_is_deterministic_moving_and_read_by_the_synthetic_loader(tmp_path: Path) -> None:
     from mtl_perception.data.datasets import build_dataset
     from mtl_perception.sim.domains import FLYING_SEED_OFFSET
@@ -163,7 +160,7 @@ def test_flying_dataset_is_deterministic_moving_and_read_by_the_synthetic_loader
     config = _tiny()
     generate_dataset(config, tmp_path / "a")
     generate_dataset(config, tmp_path / "b")
-    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a, b = dataset_files(tmp_path / "a"), dataset_files(tmp_path / "b")
     assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
     root = tmp_path / "a"
     assert not list(root.rglob(".tmp-*"))

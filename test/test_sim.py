@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pytest
+from fixtures_data import dataset_files
 
 from mtl_perception.data import layout
 from mtl_perception.data.labels import CLASS_ID
@@ -130,15 +131,11 @@ def _tiny_config(**overrides) -> GeneratorConfig:
     return GeneratorConfig(**base)
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
-
-
 def test_generation_is_deterministic_and_follows_layout(tmp_path: Path) -> None:
     config = _tiny_config()
     generate_dataset(config, tmp_path / "a")
     generate_dataset(config, tmp_path / "b")
-    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a, b = dataset_files(tmp_path / "a"), dataset_files(tmp_path / "b")
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
     root = tmp_path / "a"
@@ -175,7 +172,7 @@ def test_generation_is_deterministic_and_follows_layout(tmp_path: Path) -> None:
     assert not [p for p in root.rglob(".tmp-*")]
 
 
-def test_bad_size_is_refused_without_files(tmp_path: Path) -> None:
+def test_bad_size_is_refused_withoutdataset_files(tmp_path: Path) -> None:
     for overrides in ({"width": 0}, {"height": 63}, {"width": -128}):
         with pytest.raises(UserError, match="rig"):
             generate_dataset(_tiny_config(**overrides), tmp_path / "out")
@@ -352,7 +349,7 @@ def test_unseen_domain_is_another_look_of_valid_scenes_with_disjoint_seeds(tmp_p
     generate_dataset(unseen, tmp_path / "b")
     # The default world with the same scene seed (the held-out domain shifts seeds by the offset).
     generate_dataset(GeneratorConfig(**tiny, seed=HELD_OUT_SEED_OFFSET, bag_sequences={}), tmp_path / "ref")
-    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a, b = dataset_files(tmp_path / "a"), dataset_files(tmp_path / "b")
     assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []  # deterministic
 
     root, ref = tmp_path / "a", tmp_path / "ref"
