@@ -144,6 +144,28 @@ def test_a_few_steps_lower_the_photometric_error(tmp_path: Path) -> None:
     assert after["photometric"] < 0.97 * before["photometric"], (before, after)
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_norm_stats_stay_as_trained_while_the_weights_learn(tmp_path: Path, freeze: bool) -> None:
+    """run.freeze_norm_stats keeps every BatchNorm's running mean/var as the checkpoint had them,
+    also after a measurement switched the model to eval and back; the weights still move."""
+    bag = procedural_bag(tmp_path / "bag", frames=4)
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    sets = {"run.steps": 3, "run.checkpoint_every": 3, "run.freeze_norm_stats": freeze, "optim.lr": 5e-3}
+    adapter = Adapter(request(tmp_path, bag, model, **sets))
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    adapter.train_step()
+    opts = adapter.config.loss.options()
+    self_supervised_measures(adapter.model, adapter.cache, np.arange(2), opts, adapter.device)
+    adapter.train_step()
+    after = adapter.model.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in before if k.endswith("weight") and before[k].dtype.is_floating_point]
+    assert stats and weights
+    assert any(not torch.equal(before[k], after[k]) for k in weights)
+    unchanged = all(torch.equal(before[k], after[k]) for k in stats)
+    assert unchanged == freeze
+
+
 def test_adapt_refuses_a_mono_model_a_missing_model_and_a_bag_without_a_right_view(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -67,3 +67,34 @@ def test_photo_textures_are_used_when_given():
     config = ProceduralConfig(size=(64, 128), photo_probability=1.0, flat_texture_probability=0.0)
     left, _, _ = layered_pair(config, np.random.default_rng(0), photos=[photo])
     assert ((left[..., 1] == 255) & (left[..., 0] == 0)).mean() > 0.5
+
+
+def _layer_colour_spread(config: ProceduralConfig, seeds: range) -> float:
+    """Mean over scenes of the spread (std across layers) of each visible layer's mean colour."""
+    spreads = []
+    for seed in seeds:
+        left, _, truth = layered_pair(config, np.random.default_rng(seed), photos=[])
+        layers = [truth == level for level in np.unique(truth)]
+        means = [left[layer].mean(axis=0) for layer in layers if layer.sum() > 200]
+        spreads.append(np.std(means, axis=0).mean())
+    return float(np.mean(spreads))
+
+
+def test_camouflaged_layers_share_one_look_and_a_matcher_still_solves_them():
+    """With camouflage every layer wears the same texture look, so the left view alone does not
+    outline the layers (their colours no longer differ), yet the pair is still exactly matchable."""
+    plain = ProceduralConfig(size=(128, 256), max_disparity=60.0, layers=(3, 6), max_slant=0.0)
+    camouflaged = ProceduralConfig(
+        size=(128, 256), max_disparity=60.0, layers=(3, 6), max_slant=0.0, camouflage_probability=1.0
+    )
+    assert _layer_colour_spread(camouflaged, range(8)) < 0.4 * _layer_colour_spread(plain, range(8))
+    errors, coverage = [], []
+    for seed in range(4):
+        left, right, truth = layered_pair(camouflaged, np.random.default_rng(seed), photos=[])
+        found = sgbm_disparity(sgbm_matcher(64), left, right)
+        scored = np.isfinite(found) & (found > 0) & (truth > 0)  # a far backdrop (0) is not scored
+        errors.append(np.abs(found[scored] - truth[scored]))
+        coverage.append(scored.mean())
+    errors = np.concatenate(errors)
+    assert np.mean(coverage) > 0.4
+    assert np.median(errors) < 0.5 and (errors > 3).mean() < 0.05

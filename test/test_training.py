@@ -45,6 +45,7 @@ def test_config_refuses_unknown_key_and_wrong_type(tmp_path: Path) -> None:
         "stereo.yaml",
         "stereo_procedural.yaml",
         "stereo_stage3.yaml",
+        "stereo_stage4.yaml",
         "mono.yaml",
         "ablation.yaml",
         "uncertainty_mono_small.yaml",

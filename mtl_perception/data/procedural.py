@@ -18,6 +18,7 @@ Semantics are unlabelled (ignore) and there is no metric depth (``depth_valid`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -45,6 +46,10 @@ class ProceduralConfig:
     far_backdrop_probability: float = 0.25  # backdrop at disparity 0 ("infinitely far")
     flat_texture_probability: float = 0.1  # nearly uniform layers: matching must fill them in
     photo_probability: float = 0.4  # layer textured by a photo crop (when photos are available)
+    # Scenes whose layers all wear one fine-grained noise look: no edge in the left view marks
+    # where a layer ends, so its outline must come from matching (as in a random-dot stereogram,
+    # the probe that caught the net smearing disparity across outlines it could not see).
+    camouflage_probability: float = 0.0
     max_slant: float = 0.08  # |d(disparity)/dx| and |d(disparity)/dy| of a slanted layer's plane
 
 
@@ -78,6 +83,23 @@ def _texture(
     wave = 0.5 + 0.5 * np.sin(phase)[..., None]
     colours = rng.random((2, 3), dtype=np.float32)
     return colours[0] * wave + colours[1] * (1 - wave)
+
+
+def _camouflage(height: int, width: int, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """A fine-grained noise look (grain of 1/32..1/256 of the width, grey or colour, one contrast);
+    each call paints a fresh texture of it, so layers differ in content but not in appearance."""
+    cells = sorted(rng.choice([32, 64, 128, 256], size=2, replace=False))
+    levels = tuple((int(c), float(rng.uniform(0.3, 1.0))) for c in cells)
+    contrast = rng.uniform(1.0, 3.0)
+    grey = rng.random() < 0.5
+
+    def paint() -> np.ndarray:
+        texture = value_noise(height, width, levels, rng)
+        if grey:
+            texture = np.repeat(texture.mean(axis=2, keepdims=True), 3, axis=2)
+        return np.clip(0.5 + (texture - 0.5) * contrast, 0, 1).astype(np.float32)
+
+    return paint
 
 
 def _shape_mask(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -133,9 +155,12 @@ def layered_pair(
     right = np.zeros((height, width, 3), np.float32)
     truth = np.zeros((height, width), np.float32)
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    # Drawn only when enabled, so scenes without camouflage stay those of earlier versions.
+    camouflaged = config.camouflage_probability > 0 and rng.random() < config.camouflage_probability
+    paint = _camouflage(height, width, rng) if camouflaged else None
     for mask, disparity, slant in layers:
         a, b, c = _plane(config.size, disparity, slant, config.max_disparity, rng)
-        texture = _texture(height, width, rng, photos, config)
+        texture = paint() if paint is not None else _texture(height, width, rng, photos, config)
         inside = mask.astype(bool)
         np.copyto(left, texture, where=inside[..., None])
         np.copyto(truth, a + b * cols + c * rows if b or c else np.float32(a), where=inside)

@@ -126,6 +126,9 @@ class AdaptRunConfig:
     checkpoint_every: int = 50  # resumable state
     keep_last: int = 2
     seed: int = 0
+    # Keep BatchNorm's running statistics as trained (its scale and shift still learn). Measured in
+    # the README: unfrozen, they were what adaptation mostly changed (stem statistics moved 65 %).
+    freeze_norm_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.checkpoint_every < 1 or self.keep_last < 1:
@@ -211,7 +214,9 @@ def labelled_dataset(config: AdaptConfig, meta: dict[str, Any], model_config: An
     trained_on = from_dict(DataConfig, meta.get("train_config", {}).get("data"), where="checkpoint data")
     augmentation = replace(trained_on.augmentation, crop_size=tuple(model_config.input_size))
     procedural = ProceduralConfig(
-        size=tuple(model_config.input_size), max_disparity=0.97 * model_config.max_disparity
+        size=tuple(model_config.input_size),
+        max_disparity=0.97 * model_config.max_disparity,
+        camouflage_probability=trained_on.procedural_camouflage,
     )
     kind = config.data.labelled_kind or trained_on.kind
     root = config.data.labelled_root or trained_on.root
@@ -273,7 +278,8 @@ class Adapter:
         self._refuse_foreign_state()
         # The teacher: the model as it was before adaptation, frozen (pseudo-labels, "before" figures).
         self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False).to(self.device)
-        self.model.to(self.device).train()
+        self.model.to(self.device)
+        self._train_mode()
         self.cache = self._frames()
         self.bag_set = CachedFrameDataset(self.cache)
         run = self.config.run
@@ -401,10 +407,19 @@ class Adapter:
         total, terms = self.supervised(outputs, batch)
         return self.config.loss.labelled * total, {f"labelled_{k}": v for k, v in terms.items()}
 
+    def _train_mode(self) -> None:
+        """Training mode, with BatchNorm in eval mode (frozen running statistics) when configured."""
+        self.model.train()
+        if self.config.run.freeze_norm_stats:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     def train_step(self) -> dict[str, float]:
         """One optimiser step (bag or labelled, by the step number); returns the loss terms."""
         from torch.nn.utils import clip_grad_norm_
 
+        self._train_mode()  # again each step: measuring in between leaves the model in plain train mode
         share, seed = self.config.data.labelled_share, self.config.run.seed
         labelled_steps = math.floor(self.step * share)  # labelled steps before this one
         if self.labelled_set is not None and is_labelled_step(self.step, share):

@@ -36,6 +36,9 @@ class DataConfig:
     # (root unused; validation on fixed procedural pairs).
     procedural_share: float = 0.0
     procedural_val_pairs: int = 64
+    # Share of those pairs whose layers all wear one texture look, so that only matching finds
+    # their outlines (ProceduralConfig.camouflage_probability).
+    procedural_camouflage: float = 0.0
     # A second dataset of the same layout mixed into training (e.g. the flying scene family,
     # `generate --family flying`): this share of the training samples comes from its train split,
     # cycled to that count. Validation and test stay on ``root``.
@@ -63,6 +66,8 @@ class DataConfig:
             raise ValueError("pseudo_label_teacher needs pseudo_labels (the folder it checks)")
         if not 0.0 <= self.procedural_share < 1.0:
             raise ValueError(f"procedural_share must be in [0, 1), got {self.procedural_share}")
+        if not 0.0 <= self.procedural_camouflage <= 1.0:
+            raise ValueError(f"procedural_camouflage must be in [0, 1], got {self.procedural_camouflage}")
         if self.procedural_val_pairs < 1:
             raise ValueError("procedural_val_pairs must be >= 1")
         if not 0.0 <= self.mix_share < 1.0 or self.procedural_share + self.mix_share >= 1.0:

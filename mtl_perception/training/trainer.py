@@ -285,7 +285,9 @@ class Trainer:
         # Up to just below the model's range; a zoom may push some pixels beyond it, where the
         # loss does not supervise.
         config = ProceduralConfig(
-            size=tuple(self.model_config.input_size), max_disparity=0.97 * self.model_config.max_disparity
+            size=tuple(self.model_config.input_size),
+            max_disparity=0.97 * self.model_config.max_disparity,
+            camouflage_probability=self.config.data.procedural_camouflage,
         )
         if length is None:
             return ProceduralStereoDataset(
