@@ -37,6 +37,9 @@ FX = 100.0
 BASELINE = 0.12
 STEERING_WINDOW = 2
 FRAME_ID = "stereo_left_optical_frame"
+# How long a test waits for something that must happen (DDS discovery, a published output). A deadline
+# for a loaded CI machine, not a speed check: waits return as soon as the condition holds.
+WAIT_S = 30.0
 
 OUTPUT_TYPES: dict[str, type] = {
     "semantic": Image,
@@ -112,7 +115,7 @@ class RosHarness:
         with self.lock:
             return list(self.received[topic])
 
-    def wait_for(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
         """Poll ``condition`` until true or ``timeout_s`` passes (returns the final value)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -121,7 +124,7 @@ class RosHarness:
             time.sleep(0.02)
         return condition()
 
-    def wait_connected(self, node: Node, timeout_s: float = 10.0) -> None:
+    def wait_connected(self, node: Node, timeout_s: float = WAIT_S) -> None:
         """Wait until DDS discovery has matched the probe's publishers and subscriptions to ``node``."""
         ok = self.wait_for(
             lambda: (

@@ -19,6 +19,7 @@ from fixtures_ros import (
     FRAME_ID,
     FX,
     STEERING_WINDOW,
+    WAIT_S,
     RosHarness,
     camera_info,
     image_message,
@@ -89,7 +90,7 @@ def send_pair(harness: RosHarness, stamp_ns: int, index: int = 0, encoding: str 
     harness.publish("right/image_rect", image_message(right, encoding, stamp_ns))
 
 
-def wait_outputs(harness: RosHarness, topic: str, count: int, timeout_s: float = 10.0) -> list:
+def wait_outputs(harness: RosHarness, topic: str, count: int, timeout_s: float = WAIT_S) -> list:
     assert harness.wait_for(lambda: len(harness.messages(topic)) >= count, timeout_s), (
         f"expected {count} messages on {topic}, got {len(harness.messages(topic))}"
     )
@@ -132,7 +133,7 @@ def test_stereo_outputs_headers_sizes_and_geometry(
         steering = wait_outputs(harness, "steering", 1)[-1]
         assert steering.name == ["steering"] and math.isfinite(steering.position[0])
         assert wait_outputs(harness, "steering/marker", 1)[-1].header.frame_id == FRAME_ID
-        status = wait_outputs(harness, "/diagnostics", 1, timeout_s=3.0)[-1].status[0]
+        status = wait_outputs(harness, "/diagnostics", 1)[-1].status[0]
         assert {kv.key: kv.value for kv in status.values}["backend"] == "onnxruntime"
 
 
@@ -245,7 +246,7 @@ def test_bad_inputs_are_skipped_with_a_reason(ros_context: Context, tiny_models:
         time.sleep(0.2)
         send_pair(harness, 20)
         wait_outputs(harness, "semantic", 1)
-        status = wait_outputs(harness, "/diagnostics", 1, timeout_s=3.0)[-1].status[0]
+        status = wait_outputs(harness, "/diagnostics", 1)[-1].status[0]
         assert status.level == DiagnosticStatus.WARN and "input rejected" in status.message
 
 
@@ -267,14 +268,12 @@ def test_burst_keeps_the_newest_and_bounds_memory(ros_context: Context, tiny_mod
                 m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == last
                 for m in harness.messages("semantic")
             ),
-            timeout_s=15.0,
         ), "the newest frame was never published"
         rss_growth = process.memory_info().rss - rss_before
         stats = node.statistics
         # the statistics are updated after the outputs go out, so wait until every input is accounted for
         assert harness.wait_for(
             lambda: stats.frames_out + stats.frames_dropped + stats.frames_rejected >= stats.frames_in,
-            timeout_s=5.0,
         ), f"in {stats.frames_in}, out {stats.frames_out}, dropped {stats.frames_dropped}"
         assert stats.frames_out < frames + 1
         assert stats.frames_dropped > 0
@@ -286,14 +285,14 @@ def test_enable_service_pauses_and_parameters_are_checked(
 ) -> None:
     with running_node(ros_context, tiny_models["stereo"], STEREO_INPUTS) as (node, harness):
         client = harness.probe.create_client(SetBool, f"{node.get_fully_qualified_name()}/enable")
-        assert client.wait_for_service(timeout_sec=5.0)
-        response = client.call(SetBool.Request(data=False), timeout_sec=5.0)
+        assert client.wait_for_service(timeout_sec=WAIT_S)
+        response = client.call(SetBool.Request(data=False), timeout_sec=WAIT_S)
         assert response is not None and response.success and not node.parameters.enable
         send_camera_info(harness)
         send_pair(harness, 30)
         time.sleep(0.5)
         assert harness.messages("semantic") == [] and node.statistics.frames_in == 0
-        assert client.call(SetBool.Request(data=True), timeout_sec=5.0).success
+        assert client.call(SetBool.Request(data=True), timeout_sec=WAIT_S).success
         send_pair(harness, 31)
         wait_outputs(harness, "depth/uncertainty", 1)  # published after depth: frame 31 is complete
 
@@ -401,7 +400,7 @@ def test_burst_counts_every_image_in_exactly_one_bucket(
             lambda: stats.frames_in == stats.frames_out + stats.frames_dropped + stats.frames_rejected
         )
         status_count = len(harness.messages("/diagnostics"))
-        status = wait_outputs(harness, "/diagnostics", status_count + 2, timeout_s=5.0)[-1].status[0]
+        status = wait_outputs(harness, "/diagnostics", status_count + 2)[-1].status[0]
     # destroy_node closed the books: the numbers below no longer move
     values = _values(status)
     assert int(values["images in"]) == stats.images_in and int(values["images waiting"]) == 0
