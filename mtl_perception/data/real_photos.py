@@ -278,14 +278,19 @@ def load_photo(photo: PackagePhoto, photos_dir: Path | None = None) -> np.ndarra
     return read_photo(path, photo.frame)
 
 
-def texture_photos() -> list[np.ndarray]:
-    """The texture photos bundled in the installed scikit-image wheel, HxWx3 uint8 RGB (grey ones
-    replicated). Files scikit-image would download are skipped, so this never uses the network;
-    an empty list when scikit-image is not installed."""
+def named_texture_photos() -> list[tuple[str, np.ndarray]]:
+    """(name, HxWx3 uint8 RGB) of the texture photos bundled in the installed scikit-image wheel
+    (grey ones replicated). Files scikit-image would download are skipped, so this never uses the
+    network; an empty list when scikit-image is not installed."""
     photos = []
     for photo in TEXTURE_PHOTOS:
         try:
-            photos.append(load_photo(photo))
+            photos.append((photo.name, load_photo(photo)))
         except PhotoNotFoundError:
             continue
     return photos
+
+
+def texture_photos() -> list[np.ndarray]:
+    """The images of ``named_texture_photos()``."""
+    return [image for _, image in named_texture_photos()]

@@ -124,17 +124,10 @@ class FlyingScene:
 
 @functools.cache
 def texture_photos() -> tuple[tuple[str, np.ndarray], ...]:
-    """(name, RGB image) of every ``TEXTURE_PHOTOS`` entry installed here (scikit-image's wheel),
-    loaded once per process; empty without scikit-image."""
-    from mtl_perception.data.real_photos import TEXTURE_PHOTOS, PhotoNotFoundError, load_photo
+    """``data.real_photos.named_texture_photos()``, loaded once per process (every scene draws from them)."""
+    from mtl_perception.data.real_photos import named_texture_photos
 
-    photos = []
-    for photo in TEXTURE_PHOTOS:
-        try:
-            photos.append((photo.name, load_photo(photo)))
-        except PhotoNotFoundError:
-            continue
-    return tuple(photos)
+    return tuple(named_texture_photos())
 
 
 def build_flying_scene(
