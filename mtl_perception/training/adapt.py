@@ -127,8 +127,9 @@ class AdaptRunConfig:
     keep_last: int = 2
     seed: int = 0
     # Keep BatchNorm's running statistics as trained (its scale and shift still learn). Measured in
-    # the README: unfrozen, they were what adaptation mostly changed (stem statistics moved 65 %).
-    freeze_norm_stats: bool = False
+    # the README: unfrozen, they were what adaptation mostly changed (stem statistics moved 65 %)
+    # and the original domain lost 2.5 points of mIoU; frozen, it lost none.
+    freeze_norm_stats: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.checkpoint_every < 1 or self.keep_last < 1:
