@@ -10,11 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from fixtures_networks import tiny_mono_config
 from fixtures_replay import tiny_model
 
 from mtl_perception.cli import main
 from mtl_perception.commands.drive import model_policy
+from mtl_perception.export.onnx_export import export_deploy_model, export_steering_head
 from mtl_perception.model_info import read_model_info, steering_path_for
+from mtl_perception.networks import DeployModel, SteeringHead, build_model
 from mtl_perception.sim.closed_loop import (
     CLOSED_LOOP_SEED,
     EgoPose,
@@ -207,12 +211,30 @@ def test_aggregate_pools_frames_and_sums_distance() -> None:
     assert aggregate_metrics([two])["km_per_intervention"] is None
 
 
-def test_model_policy_waits_for_its_window_then_steers(tiny_model: Path) -> None:
-    window = read_model_info(steering_path_for(tiny_model)).window
-    height, width = read_model_info(tiny_model).input_size
+@pytest.fixture(scope="module")
+def tiny_mono_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random tiny mono ONNX model with its steering graph beside it."""
+    torch.manual_seed(0)
+    config = tiny_mono_config()
+    model = build_model(config)
+    path = tmp_path_factory.mktemp("mono_model") / "mono.onnx"
+    export_deploy_model(DeployModel(model), config, path, simplify=False, parity_frames=1)
+    export_steering_head(SteeringHead.for_model(model, window=3), steering_path_for(path))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["stereo", "mono"])
+def test_model_policy_waits_for_its_window_then_steers(
+    mode: str, tiny_model: Path, tiny_mono_model: Path
+) -> None:
+    """Stereo models get both rendered views, mono ones the left view only (the pipeline refuses a
+    pair for a mono model)."""
+    model = tiny_model if mode == "stereo" else tiny_mono_model
+    window = read_model_info(steering_path_for(model)).window
+    height, width = read_model_info(model).input_size
     rng = np.random.default_rng(0)
     pose = EgoPose(xy=np.zeros(2), yaw=0.0, s=0.0, offset=0.0)
-    with model_policy(tiny_model, "onnxruntime") as policy:
+    with model_policy(model, "onnxruntime") as policy:
         for _ in range(2):  # a reset (an intervention) restarts the window
             policy.reset()
             for k in range(window + 2):

@@ -85,7 +85,11 @@ def model_policy(model: Path, backend: str = "auto", threads: int | None = None)
         steering = create_backend("onnxruntime", steering_path, threads=threads)
         pipeline = Pipeline(perception, output_resolution="input", steering_backend=steering)
         pipeline.warm_up()  # first-call set-up must not count as the first commands' latency
-        yield ModelPolicy(pipeline, lambda camera: CameraModel(fx=camera.fx, baseline=camera.baseline))
+        yield ModelPolicy(
+            pipeline,
+            lambda camera: CameraModel(fx=camera.fx, baseline=camera.baseline),
+            stereo=perception.info.is_stereo,
+        )
     finally:
         perception.close()
         if steering is not None:

@@ -151,7 +151,8 @@ class SteeringPipeline(Protocol):
 
 
 class ModelPolicy:
-    """The perception model + steering graph through the runtime pipeline (stereo frames in).
+    """The perception model + steering graph through the runtime pipeline (stereo frames in; a mono
+    model, ``stereo=False``, reads the left view).
 
     ``camera_model`` turns the frame's camera into the pipeline's ``camera`` argument (so depth is
     computed as the node computes it, at the node's cost); None passes no camera.
@@ -164,21 +165,24 @@ class ModelPolicy:
         pipeline: SteeringPipeline,
         camera_model: Callable[[StereoCamera], Any] | None = None,
         name: str = "model",
+        stereo: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self.camera_model = camera_model
         self.name = name
+        self.stereo = stereo  # a mono model gets the left view only
 
     def reset(self) -> None:
         self.pipeline.reset()
 
     def steer(self, frame: Frame) -> float | None:
-        if frame.left is None or frame.right is None:
-            raise ValueError("ModelPolicy needs the rendered stereo views")
+        if frame.left is None or (self.stereo and frame.right is None):
+            raise ValueError("ModelPolicy needs the rendered views")
         camera = None
         if self.camera_model is not None and frame.camera is not None:
             camera = self.camera_model(frame.camera)
-        return self.pipeline.process(frame.left, frame.right, camera=camera, stamp=frame.stamp).steering
+        right = frame.right if self.stereo else None
+        return self.pipeline.process(frame.left, right, camera=camera, stamp=frame.stamp).steering
 
 
 # (frame index, reference point xy, yaw) -> (left, right) RGB uint8
