@@ -15,7 +15,8 @@ and the reverse direction (depth labels removed from the same share of frames in
   rev_pl_semantic  multi-task on real + pseudo depth from the semantic-aware teacher
 
 Teachers: config/train/pseudo_label_teacher_small.yaml via `mtl-perception pseudo-label`. Resumable:
-finished runs (final.pt) and evaluations (test.json) are skipped, interrupted ones resume. Two
+finished runs (final.pt) and evaluations (test.json) are skipped, interrupted ones resume. With
+``--previous`` (an earlier --json), rows it recorded are not rerun and pool into the table as recorded. Two
 workers only while no `mtl-perception adapt` job runs (another job's CPU), else one.
 
     python benchmarks/pseudo_label_table.py --shares 0.25 0.5 --seeds 0 1
@@ -156,33 +157,48 @@ class Cell:
         labels, checkpoint = folder / "pseudo_labels", folder / "best.pt"
         return ["--set", f"data.pseudo_labels={labels}", "--set", f"data.pseudo_label_teacher={checkpoint}"]
 
-    def chains(self) -> list[list[Callable[[dict], None]]]:
-        """Jobs in priority order; a chain's jobs run in order on one worker."""
+    def chains(self) -> list[tuple[tuple[str, ...], list[Callable[[dict], None]]]]:
+        """(table rows it fills, jobs) in priority order; a chain's jobs run in order on one worker."""
         pl = self.pseudo_labels_of
         fwd, rev = self.forward(), self.reverse()
         return [
-            [
-                self.teacher("teacher_image", "none", "semantic", fwd),
-                self.evaluate(self.dir / "teacher_image"),
-                self.student("pl_image", fwd + pl("teacher_image")),
-                self.evaluate(self.dir / "pl_image"),
-            ],
-            [self.student("mt_masked", fwd), self.evaluate(self.dir / "mt_masked")],
-            [
-                self.teacher("teacher_depth", "depth", "semantic", fwd),
-                self.student("pl_depth", fwd + pl("teacher_depth")),
-                self.evaluate(self.dir / "pl_depth"),
-            ],
-            [
-                self.student("mt_both_only", [*fwd, "--set", "data.require_all_labels=true"]),
-                self.evaluate(self.dir / "mt_both_only"),
-            ],
-            [self.student("rev_mt_masked", rev), self.evaluate(self.dir / "rev_mt_masked")],
-            [
-                self.teacher("teacher_semantic", "semantic", "depth", rev),
-                self.student("rev_pl_semantic", rev + pl("teacher_semantic")),
-                self.evaluate(self.dir / "rev_pl_semantic"),
-            ],
+            (
+                ("seg_only", "pl_image"),
+                [
+                    self.teacher("teacher_image", "none", "semantic", fwd),
+                    self.evaluate(self.dir / "teacher_image"),
+                    self.student("pl_image", fwd + pl("teacher_image")),
+                    self.evaluate(self.dir / "pl_image"),
+                ],
+            ),
+            (("mt_masked",), [self.student("mt_masked", fwd), self.evaluate(self.dir / "mt_masked")]),
+            (
+                ("pl_depth",),
+                [
+                    self.teacher("teacher_depth", "depth", "semantic", fwd),
+                    self.student("pl_depth", fwd + pl("teacher_depth")),
+                    self.evaluate(self.dir / "pl_depth"),
+                ],
+            ),
+            (
+                ("mt_both_only",),
+                [
+                    self.student("mt_both_only", [*fwd, "--set", "data.require_all_labels=true"]),
+                    self.evaluate(self.dir / "mt_both_only"),
+                ],
+            ),
+            (
+                ("rev_mt_masked",),
+                [self.student("rev_mt_masked", rev), self.evaluate(self.dir / "rev_mt_masked")],
+            ),
+            (
+                ("rev_pl_semantic",),
+                [
+                    self.teacher("teacher_semantic", "semantic", "depth", rev),
+                    self.student("rev_pl_semantic", rev + pl("teacher_semantic")),
+                    self.evaluate(self.dir / "rev_pl_semantic"),
+                ],
+            ),
         ]
 
     def row_runs(self) -> dict[str, Path]:
@@ -190,9 +206,15 @@ class Cell:
         return {row: self.dir / folder for row, folder in names.items()}
 
 
-def run_all(cells: list[Cell], workers: int, timings: dict) -> list[str]:
-    """Run every chain; worker 1+ only starts a chain while no adapt job runs. Returns failures."""
-    queue = [chain for cell in cells for chain in cell.chains()]
+def run_all(cells: list[Cell], workers: int, timings: dict, recorded: set[str] = frozenset()) -> list[str]:
+    """Run every chain but those whose rows are all ``recorded`` (in a --previous result); worker 1+
+    only starts a chain while no adapt job runs. Returns failures."""
+    queue = [
+        jobs
+        for cell in cells
+        for rows, jobs in cell.chains()
+        if not all(f"{cell.dir.name}/{row}" in recorded for row in rows)
+    ]
     lock = threading.Lock()
     failures: list[str] = []
 
@@ -304,20 +326,31 @@ def train_bar_time(run: Path) -> str | None:
     return found[-1][2] if found else None
 
 
-def collect(cells: list[Cell], timings: dict) -> dict[str, Any]:
-    """Per-run metrics and the mean / spread per (share, row)."""
+def collect(cells: list[Cell], timings: dict, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per-run metrics and the mean / spread per (share, row).
+
+    ``previous``: an earlier result of this script; its runs of these cells whose folders are not
+    here (another machine, a fresh checkout) are taken from it as recorded, so seeds run in
+    different sessions pool into one table.
+    """
     runs: dict[str, Any] = {}
     table: dict[str, Any] = {}
+    recorded = previous["runs"] if previous else {}
     for cell in cells:
         for row, run in cell.row_runs().items():
             report = run / "test.json"
+            key = f"{cell.dir.name}/{row}"
             if not report.is_file():
+                if key in recorded:
+                    runs[key] = recorded[key] | {"from": "previous result"}
+                    values = {m: recorded[key].get(m) for m in METRICS}
+                    table.setdefault(f"{cell.share}", {}).setdefault(row, []).append(values)
                 continue
             metrics = json.loads(report.read_text())["metrics"]
             values = {m: metrics.get(m) for m in METRICS}
             if row == "seg_only":  # its depth head was never trained: no depth score
                 values["abs_rel"] = values["delta1"] = None
-            runs[f"{cell.dir.name}/{row}"] = {
+            runs[key] = {
                 "share": cell.share,
                 "seed": cell.seed,
                 "run": str(run),
@@ -330,6 +363,9 @@ def collect(cells: list[Cell], timings: dict) -> dict[str, Any]:
                 runs[f"{cell.dir.name}/{teacher}/pseudo_labels"] = quality
             if teacher != "teacher_image" and (scores := guided_teacher_test(cell.dir / teacher)) is not None:
                 runs[f"{cell.dir.name}/{teacher}/test_with_guidance_from_labels"] = scores
+        for key, entry in recorded.items():  # teacher figures of cells that ran elsewhere
+            if key.startswith(f"{cell.dir.name}/") and key.count("/") == 2 and key not in runs:
+                runs[key] = entry
     summary: dict[str, Any] = {}
     for share, rows in table.items():
         for row, values in rows.items():
@@ -383,6 +419,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--out", type=Path, default=OUT, help="folder of the runs")
     parser.add_argument(
+        "--previous",
+        type=Path,
+        help="an earlier --json of this script: its runs with no folder in --out are pooled as recorded",
+    )
+    parser.add_argument(
         "--set", dest="extra", action="append", default=[], help="override for every run (e.g. a smoke test)"
     )
     parser.add_argument("--eval-batches", type=int, default=None, help="score only the first N test batches")
@@ -396,12 +437,15 @@ def main() -> int:
     ]
     timings_path = args.out / "train_seconds.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    previous = json.loads(args.previous.read_text()) if args.previous else None
     failures: list[str] = []
     if not args.table_only:
-        failures = run_all(cells, args.workers, timings)
+        failures = run_all(cells, args.workers, timings, set(previous["runs"]) if previous else set())
         timings_path.parent.mkdir(parents=True, exist_ok=True)
         timings_path.write_text(json.dumps(timings, indent=1))
-    result = collect(cells, timings)
+    if previous:
+        timings = previous.get("train_seconds", {}) | timings
+    result = collect(cells, timings, previous)
     result["overrides"] = args.extra
     result["scale"] = (
         "mono EfficientNet-Lite0 at 128x256 (frames zoomed to half), 250 steps of batch 4 per run "
