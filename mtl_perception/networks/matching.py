@@ -182,3 +182,92 @@ class CostAggregation(nn.Module):
             slices = block(slices, num_disparities)
         aggregated = self.classifier(slices, num_disparities).reshape(-1, num_disparities, height, width)
         return interleave_half_candidates(upsample(aggregated, 2)) + self.raw_gain * fine
+
+
+def neighbour_hypotheses(disparity: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Nx1xHxW disparity -> Nx9xHxW: each pixel's own value and its 8 neighbours ``dilation`` apart
+    (edge-replicated). Slices of one padded map: unlike ``F.unfold`` they export as plain ONNX ops."""
+    height, width = disparity.shape[-2:]
+    padded = F.pad(disparity, (dilation,) * 4, mode="replicate")
+    offsets = (0, dilation, 2 * dilation)
+    return torch.cat(
+        [padded[:, :, dy : dy + height, dx : dx + width] for dy in offsets for dx in offsets], dim=1
+    )
+
+
+def sample_cost(volume: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    """NxDxHxW cost at integer shifts, NxKxHxW disparities in the same units -> NxKxHxW cost at
+    each disparity, linearly interpolated between the two nearest shifts (differentiable in the
+    disparity; gathers, not a grid_sample, so it stays two ``GatherElements`` in ONNX)."""
+    last = volume.shape[1] - 1
+    position = disparity.clamp(0.0, float(last))
+    low = position.detach().floor().clamp(max=last - 1)
+    weight = position - low
+    low_index = low.long()
+    return torch.gather(volume, 1, low_index) * (1 - weight) + torch.gather(volume, 1, low_index + 1) * weight
+
+
+class FineHypothesisSelection(nn.Module):
+    """Sharpen disparity edges at 1/2 resolution by choosing among the 1/4-res match's own answers.
+
+    Near a depth edge the 1/4-res features straddle both surfaces and the soft-argmin lands between
+    them; where the edge has no colour edge (random dots, camouflage) nothing in the left image says
+    where it is. Here every 1/2-res pixel gets K = 10 hypotheses: the bilinear upsampling of the 1/4
+    disparity and the 9 values of its 1/4 neighbourhood (``dilation`` cells apart), and scores each by
+    correlating small-receptive-field 1/2-res features of the left view with the right view's at
+    that disparity. A softmax over hypotheses (its logits from the scores and the hypotheses' spread)
+    picks one: the output is a convex combination of matched disparities, so it cannot invent a
+    disparity the cost volume did not produce, and it starts as the plain upsampling (the bias
+    favours hypothesis 0), so a trained network gains it by fine-tuning.
+    """
+
+    HYPOTHESES = 10
+
+    def __init__(self, channels: int, num_disparities: int, dilation: int = 2, hidden: int = 16):
+        super().__init__()
+        self.num_disparities = num_disparities  # at 1/2 resolution
+        self.dilation = dilation
+        # Two 3x3 convolutions from the full-resolution image: a 7x7-pixel receptive field, small
+        # enough to stay on one side of an edge.
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        k = self.HYPOTHESES
+        self.select = nn.Sequential(
+            nn.Conv2d(2 * k, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, k, 3, padding=1),
+        )
+        nn.init.zeros_(self.select[-1].weight)
+        with torch.no_grad():
+            self.select[-1].bias.copy_(torch.tensor([8.0] + [0.0] * (k - 1)))
+
+    def hypotheses_and_scores(
+        self, left: torch.Tensor, right: torch.Tensor, smooth: torch.Tensor, coarse: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """left/right: Nx3xHxW images 0..1; smooth: Nx1x(H/2)x(W/2) upsampled disparity and coarse:
+        Nx1x(H/4)x(W/4) disparity, both in 1/2-res pixels -> (hypotheses, their fine-match scores),
+        each NxKx(H/2)x(W/2)."""
+        batch = left.shape[0]
+        features = F.normalize(self.features(torch.cat([left, right], dim=0)), dim=1)
+        volume = correlation_cost_volume(features[:batch], features[batch:], self.num_disparities)
+        neighbours = F.interpolate(
+            neighbour_hypotheses(coarse, self.dilation), scale_factor=2.0, mode="nearest"
+        )
+        hypotheses = torch.cat([smooth, neighbours], dim=1)
+        return hypotheses, sample_cost(volume, hypotheses)
+
+    def forward(
+        self, left: torch.Tensor, right: torch.Tensor, smooth: torch.Tensor, coarse: torch.Tensor
+    ) -> torch.Tensor:
+        """The inputs of ``hypotheses_and_scores`` -> Nx1x(H/2)x(W/2) selected disparity."""
+        hypotheses, scores = self.hypotheses_and_scores(left, right, smooth, coarse)
+        # Hypotheses relative to the smooth one, in units of the range: where they agree there is
+        # nothing to choose.
+        spread = (hypotheses - smooth) / self.num_disparities
+        weights = torch.softmax(self.select(torch.cat([scores, spread], dim=1)), dim=1)
+        return (weights * hypotheses).sum(dim=1, keepdim=True)
