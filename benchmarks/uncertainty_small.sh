@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Issue 12 at reduced scale: MEMBERS mono networks (seeds 0..MEMBERS-1), a student distilled from them,
-# and the comparison table (single = member 0, the ensemble, the student) in domain and out of it.
+# Issue 12 at reduced scale: ENSEMBLES deep ensembles of MEMBERS mono networks each (ensemble e holds
+# seeds e*MEMBERS .. e*MEMBERS+MEMBERS-1), one student distilled from each ensemble, and the comparison
+# table: every member as a single network, every ensemble, every student; the table prints each row
+# kind as the mean ± std over its repeats (the seed-to-seed spread the issue's targets compare with).
 # Resumable: a finished run (final.pt present) is skipped, an interrupted one resumes.
-#   bash benchmarks/uncertainty_small.sh            # MEMBERS=5 by default
+#   bash benchmarks/uncertainty_small.sh            # ENSEMBLES=3 MEMBERS=5 by default
+#   STAGE=train bash benchmarks/uncertainty_small.sh  # the trainings only (STAGE=table: the table only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ENSEMBLES=${ENSEMBLES:-3}
 MEMBERS=${MEMBERS:-5}
+STAGE=${STAGE:-all}
 CONFIG=config/train/uncertainty_mono_small.yaml
 OUT=runs/uncertainty
 train() {  # train OUTPUT_DIR [--set ...]
@@ -13,15 +18,20 @@ train() {  # train OUTPUT_DIR [--set ...]
   if [[ -f $dir/final.pt ]]; then echo "$dir: done"; return; fi
   mtl-perception train --config "$CONFIG" --resume --set "train.output_dir=$dir" "$@"
 }
-members=()
-for ((seed = 0; seed < MEMBERS; seed++)); do
-  train "$OUT/mono_s$seed" --set "train.seed=$seed"
-  members+=("$OUT/mono_s$seed/final.pt")
+rows=()
+for ((e = 0; e < ENSEMBLES; e++)); do
+  members=()
+  for ((m = 0; m < MEMBERS; m++)); do
+    seed=$((e * MEMBERS + m))
+    [[ $STAGE == table ]] || train "$OUT/mono_s$seed" --set "train.seed=$seed"
+    members+=("$OUT/mono_s$seed/final.pt")
+    rows+=(--model "mono/single@$seed=$OUT/mono_s$seed/final.pt")
+  done
+  teachers=$(IFS=,; echo "${members[*]}")
+  # The student's own seed lies beyond every member's.
+  [[ $STAGE == table ]] || train "$OUT/mono_student_e$e" \
+    --set "distill.teachers=[$teachers]" --set "train.seed=$((ENSEMBLES * MEMBERS + e))"
+  rows+=(--model "mono/ensemble@$e=$teachers" --model "mono/student@$e=$OUT/mono_student_e$e/final.pt")
 done
-teachers=$(IFS=,; echo "${members[*]}")
-train "$OUT/mono_student" --set "distill.teachers=[$teachers]"
-python benchmarks/uncertainty_table.py \
-  --model "mono/single=${members[0]}" \
-  --model "mono/ensemble=$teachers" \
-  --model "mono/student=$OUT/mono_student/final.pt" \
-  --json benchmarks/results/uncertainty_mono_small.json "$@"
+[[ $STAGE == train ]] && exit 0
+python benchmarks/uncertainty_table.py "${rows[@]}" --json benchmarks/results/uncertainty_mono_small.json "$@"

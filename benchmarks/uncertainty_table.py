@@ -8,7 +8,10 @@
 
 Each ``--model LABEL=CKPT[,CKPT...]`` is one row: one checkpoint is a single network, several are a
 deep ensemble (``training.distill.EnsembleNet``: mean probabilities, total variance). Stereo and mono
-rows may be mixed; each is scored on the split at its own input size.
+rows may be mixed; each is scored on the split at its own input size. Rows labelled ``KIND@REPEAT``
+(``mono/ensemble@0``, ``mono/ensemble@1``, ...) are repeats of one kind with other seeds: the printed
+tables give each kind's mean ± standard deviation over its repeats (the seed-to-seed spread); the
+JSON keeps every row and the summaries.
 
 - In domain: the ``--split`` (default test) of ``--data``: task metrics and every uncertainty measure
   of the README's "Uncertainty measures" (ECE, NLL, AUSE, AUROC, ±1/±2 sigma coverage).
@@ -147,8 +150,79 @@ def _value(metrics: dict[str, Any], key: str, stereo: bool) -> float:
     return float(value) if isinstance(value, int | float) else float("nan")
 
 
-def _cell(value: float) -> str:
-    return "-" if value != value else f"{value:.4f}"
+def kind_of(label: str) -> str:
+    """``mono/ensemble@2`` -> ``mono/ensemble``: the row kind a repeat belongs to."""
+    return label.split("@", 1)[0]
+
+
+def summarise_kinds(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per row kind: repeats, and the mean and standard deviation (ddof 1; 0 for one repeat) over its
+    repeats of every in-domain column, frames/s, and every out-of-domain set's figures."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for label, row in rows.items():
+        grouped.setdefault(kind_of(label), []).append(row)
+
+    def spread(values: list[float]) -> dict[str, float]:
+        array = np.asarray(values, dtype=float)
+        std = float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
+        return {"mean": float(np.mean(array)), "std": std}
+
+    summaries = {}
+    for kind, repeats in grouped.items():
+        stereo = repeats[0]["mode"] == "stereo"
+        columns = {
+            name: spread([_value(row["in_domain"], key, stereo) for row in repeats])
+            for name, key in IN_DOMAIN_COLUMNS
+        }
+        columns["frames/s"] = spread([row["frames_per_second"] for row in repeats])
+        out_of_domain = {
+            name: {
+                figure: spread([float(row["out_of_domain"][name][figure]) for row in repeats])
+                for figure in ("auroc_semantic", "auroc_geometry", "spearman_sigma_error")
+            }
+            for name in repeats[0]["out_of_domain"]
+        }
+        summaries[kind] = {
+            "mode": repeats[0]["mode"],
+            "members": repeats[0]["members"],
+            "repeats": len(repeats),
+            "in_domain": columns,
+            "out_of_domain": out_of_domain,
+        }
+    return summaries
+
+
+def _mean_std(figure: dict[str, float], repeats: int, digits: int = 4) -> str:
+    if figure["mean"] != figure["mean"]:
+        return "-"
+    text = f"{figure['mean']:.{digits}f}"
+    return text + (f" ± {figure['std']:.{digits}f}" if repeats > 1 else "")
+
+
+def format_tables(summaries: dict[str, dict[str, Any]]) -> str:
+    """The in-domain table and the out-of-domain table, one line per row kind (mean ± std)."""
+    header = ["row", "mode", "M", "repeats", *(name for name, _ in IN_DOMAIN_COLUMNS), "frames/s"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for kind, summary in summaries.items():
+        repeats = summary["repeats"]
+        cells = [_mean_std(summary["in_domain"][name], repeats) for name, _ in IN_DOMAIN_COLUMNS]
+        cells.append(_mean_std(summary["in_domain"]["frames/s"], repeats, digits=1))
+        lines.append(
+            f"| {kind} | {summary['mode']} | {summary['members']} | {repeats} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "| row | out-of-domain set | AUROC (seg) | AUROC (geometry) | Spearman σ-error |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, summary in summaries.items():
+        for name, ood in summary["out_of_domain"].items():
+            cells = [
+                _mean_std(ood[figure], summary["repeats"])
+                for figure in ("auroc_semantic", "auroc_geometry", "spearman_sigma_error")
+            ]
+            lines.append(f"| {kind} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -212,28 +286,8 @@ def main() -> None:
         report["rows"][label] = row
         print(f"{label}: done ({len(paths)} checkpoint(s))")
 
-    header = ["row", "mode", "M", *(name for name, _ in IN_DOMAIN_COLUMNS), "frames/s"]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for label, row in report["rows"].items():
-        stereo = row["mode"] == "stereo"
-        cells = [_cell(_value(row["in_domain"], key, stereo)) for _, key in IN_DOMAIN_COLUMNS]
-        lines.append(
-            f"| {label} | {row['mode']} | {row['members']} | "
-            + " | ".join(cells)
-            + f" | {row['frames_per_second']:.2f} |"
-        )
-    lines += [
-        "",
-        "| row | out-of-domain set | AUROC (seg) | AUROC (geometry) | Spearman σ-error |",
-        "|---|---|---|---|---|",
-    ]
-    for label, row in report["rows"].items():
-        for name, ood in row["out_of_domain"].items():
-            lines.append(
-                f"| {label} | {name} | {_cell(ood['auroc_semantic'])} | {_cell(ood['auroc_geometry'])} | "
-                f"{_cell(float(ood['spearman_sigma_error']))} |"
-            )
-    table = "\n".join(lines)
+    report["kinds"] = summarise_kinds(report["rows"])
+    table = format_tables(report["kinds"])
     print(table)
     print("(seg NLL*: top-label NLL; nominal coverage: see the JSON, per distribution)")
     report["table"] = table

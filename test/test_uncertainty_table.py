@@ -59,7 +59,9 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
     argv = [
         "uncertainty_table.py",
         "--model",
-        f"single={paths[0]}",
+        f"single@0={paths[0]}",
+        "--model",
+        f"single@1={paths[1]}",
         "--model",
         f"ensemble={paths[0]},{paths[1]}",
     ]
@@ -68,7 +70,7 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
     monkeypatch.setattr(sys, "argv", argv)
     _script().main()
     report = json.loads(out.read_text())
-    single, ensemble = report["rows"]["single"], report["rows"]["ensemble"]
+    single, ensemble = report["rows"]["single@0"], report["rows"]["ensemble"]
     assert (single["members"], ensemble["members"]) == (1, 2)
     for row in (single, ensemble):
         assert set(row["out_of_domain"]) == {"corrupted/darkness", "unseen_domain"}
@@ -77,4 +79,11 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
             assert ood["frames"] == 2 and 0.0 <= ood["auroc_semantic"] <= 1.0
     # The ensemble of two different networks is not either of them.
     assert ensemble["in_domain"]["epe"] != single["in_domain"]["epe"]
-    assert "| ensemble | stereo | 2 |" in report["table"]
+    assert "| ensemble | stereo | 2 | 1 |" in report["table"]
+    # The two single networks are one row kind: their mean ± spread.
+    singles = [report["rows"][f"single@{k}"]["in_domain"]["epe"] for k in range(2)]
+    summary = report["kinds"]["single"]
+    assert summary["repeats"] == 2
+    assert summary["in_domain"]["EPE"]["mean"] == pytest.approx(sum(singles) / 2)
+    assert summary["in_domain"]["EPE"]["std"] == pytest.approx(abs(singles[0] - singles[1]) / 2**0.5)
+    assert "| single | stereo | 1 | 2 |" in report["table"] and " ± " in report["table"]
