@@ -20,6 +20,10 @@ JSON keeps every row and the summaries.
   Per set: AUROC of a frame's mean uncertainty for telling its frames from the in-domain ones
   (segmentation: mean normalised entropy; stereo: mean disparity sigma in px; mono: mean sigma / depth),
   and the per-image sigma-error Spearman correlation on that set.
+- Real photographs (``--photos-dir``, the street photos of ``data/real_photos.py``'s evaluation list, no
+  labels): the same per-frame AUROC against the in-domain frames. Each photo is centre-cropped to the
+  model's aspect and resized; a stereo model gets it as both views, so only its segmentation
+  uncertainty is scored there (a pair with no parallax says nothing about depth uncertainty).
 - frames/s: the torch network (``DeployModel``) on this CPU at batch 1, ``--threads`` threads: the
   relative cost of the rows (the shipped models' ONNX Runtime figures are in the model card).
 """
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -42,6 +47,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from mtl_perception.data.corruptions import RECIPES, corrupt_pair, frame_seed
 from mtl_perception.data.datasets import build_dataset
+from mtl_perception.data.real_photos import EVALUATION_PHOTOS, PhotoNotFoundError, load_photo
 from mtl_perception.networks import DeployModel, load_checkpoint
 from mtl_perception.training.distill import EnsembleNet
 from mtl_perception.training.evaluation import evaluate_model, json_safe
@@ -104,6 +110,46 @@ def separation_auroc(in_domain: list[float], out_of_domain: list[float]) -> floa
     scores = torch.tensor(in_domain + out_of_domain)
     labels = torch.tensor([0] * len(in_domain) + [1] * len(out_of_domain))
     return float(binary_auroc(scores, labels))
+
+
+def load_photos(photos_dir: Path) -> dict[str, np.ndarray]:
+    """The evaluation photos found under ``photos_dir`` (HxWx3 uint8 RGB), by name; missing ones skipped."""
+    photos = {}
+    for photo in EVALUATION_PHOTOS:
+        try:
+            photos[photo.name] = load_photo(photo, photos_dir)
+        except PhotoNotFoundError as error:
+            print(f"real photos: skipped {photo.name} ({error})")
+    return photos
+
+
+def photo_tensor(image: np.ndarray, size: tuple[int, int]) -> Tensor:
+    """HxWx3 uint8 photo -> 1x3xHxW float 0..1 at ``size``: centre crop to its aspect, then resize."""
+    height, width = image.shape[:2]
+    aspect = size[1] / size[0]
+    crop_w, crop_h = min(width, round(height * aspect)), min(height, round(width / aspect))
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    crop = image[top : top + crop_h, left : left + crop_w]
+    resized = cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))[None].float() / 255.0
+
+
+def score_photos(model: nn.Module, photos: dict[str, np.ndarray]) -> FrameUncertainty:
+    """Per-photo mean uncertainty (a stereo model sees each photo as both views: segmentation only)."""
+    stereo = model.config.mode == "stereo"
+    frames = FrameUncertainty(stereo)
+    deploy = DeployModel(model).eval()
+    size = tuple(model.config.input_size)
+    with torch.inference_mode():
+        for image in photos.values():
+            view = photo_tensor(image, size)
+            outputs = dict(
+                zip(deploy.output_names, deploy(*([view, view] if stereo else [view])), strict=True)
+            )
+            frames(outputs, {})
+    if stereo:
+        frames.geometry.clear()
+    return frames
 
 
 def frames_per_second(model: nn.Module, threads: int, frames: int = 10) -> float:
@@ -231,6 +277,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic")
     parser.add_argument("--unseen", type=Path, default=ROOT / "data" / "unseen", help="held-out domain root")
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--photos-dir",
+        type=Path,
+        help="folder the real photos' packages were unpacked into (data/real_photos.py)",
+    )
     parser.add_argument("--recipes", nargs="*", default=sorted(RECIPES), help="corruption recipes to score")
     parser.add_argument("--max-frames", type=int, default=0, help="0 = every frame of each set")
     parser.add_argument("--threads", type=int, default=2)
@@ -254,6 +305,8 @@ def main() -> None:
         "split": args.split,
         "rows": {},
     }
+    photos = load_photos(args.photos_dir) if args.photos_dir else {}
+    report["real_photos"] = sorted(photos)
     for label, paths in rows:
         model = load_row(paths)
         stereo = model.config.mode == "stereo"
@@ -282,6 +335,15 @@ def main() -> None:
                 "auroc_geometry": separation_auroc(frames_in.geometry, frames_out.geometry),
                 "spearman_sigma_error": ood_metrics.get(f"{geometry}_spearman", float("nan")),
                 "metrics": ood_metrics,
+            }
+        if photos:
+            frames_photos = score_photos(model, photos)
+            row["out_of_domain"]["real_photos"] = {
+                "frames": len(photos),
+                "auroc_semantic": separation_auroc(frames_in.semantic, frames_photos.semantic),
+                "auroc_geometry": separation_auroc(frames_in.geometry, frames_photos.geometry),
+                "spearman_sigma_error": float("nan"),  # no labels
+                "metrics": {},
             }
         report["rows"][label] = row
         print(f"{label}: done ({len(paths)} checkpoint(s))")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 from fixtures_data import make_synthetic
@@ -33,6 +34,13 @@ def test_separation_auroc_has_known_answers() -> None:
     assert script.separation_auroc([0.1, 0.2], [0.5, 0.6]) == 1.0  # out of domain all more uncertain
     assert script.separation_auroc([0.5, 0.6], [0.1, 0.2]) == 0.0
     assert script.separation_auroc([0.1, 0.5], [0.1, 0.5]) == pytest.approx(0.5)
+
+
+def test_photo_tensor_crops_the_centre_to_the_model_aspect_then_resizes() -> None:
+    image = np.zeros((100, 400, 3), np.uint8)
+    image[:, 100:300] = 255  # the centre 200x100: the 2:1 crop of a 64x128 model
+    tensor = _script().photo_tensor(image, (64, 128))
+    assert tensor.shape == (1, 3, 64, 128) and bool((tensor == 1.0).all())
 
 
 def test_corrupted_frames_change_the_views_and_keep_the_labels(tmp_path: Path) -> None:
@@ -66,16 +74,21 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
         f"ensemble={paths[0]},{paths[1]}",
     ]
     argv += ["--data", str(tmp_path / "data"), "--unseen", str(tmp_path / "unseen"), "--recipes", "darkness"]
-    argv += ["--threads", "1", "--json", str(out)]
+    argv += ["--threads", "1", "--json", str(out), "--photos-dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
-    _script().main()
+    script = _script()
+    photos = np.random.default_rng(0).integers(0, 256, (2, 90, 120, 3), dtype=np.uint8)
+    monkeypatch.setattr(script, "load_photos", lambda folder: {"a": photos[0], "b": photos[1]})
+    script.main()
     report = json.loads(out.read_text())
     single, ensemble = report["rows"]["single@0"], report["rows"]["ensemble"]
     assert (single["members"], ensemble["members"]) == (1, 2)
     for row in (single, ensemble):
-        assert set(row["out_of_domain"]) == {"corrupted/darkness", "unseen_domain"}
+        assert set(row["out_of_domain"]) == {"corrupted/darkness", "unseen_domain", "real_photos"}
+        # A photo given as both views has no parallax: scored for segmentation only.
+        assert row["out_of_domain"]["real_photos"]["auroc_geometry"] is None
         assert row["in_domain"]["disparity_coverage_2sigma"] is not None
-        for ood in row["out_of_domain"].values():
+        for ood in (row["out_of_domain"][name] for name in ("corrupted/darkness", "unseen_domain")):
             assert ood["frames"] == 2 and 0.0 <= ood["auroc_semantic"] <= 1.0
     # The ensemble of two different networks is not either of them.
     assert ensemble["in_domain"]["epe"] != single["in_domain"]["epe"]
