@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,15 +24,11 @@ from mtl_perception.networks import (
 from mtl_perception.networks.heads import grid_embedding, softmax_confidence, upsample
 from mtl_perception.networks.matching import (
     DisparityConv,
-    FineHypothesisSelection,
     correlation_cost_volume,
     group_correlation_volume,
     interleave_half_candidates,
     match_distribution,
-    neighbour_hypotheses,
-    sample_cost,
 )
-from mtl_perception.probes import random_dot_stereogram
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -228,66 +223,6 @@ def test_deploy_takes_class_ids_at_full_resolution_and_entropy_at_native_resolut
     torch.testing.assert_close(outputs["semantic_uncertainty"], upsample(entropy, stride).squeeze(1))
     top = probabilities.max(dim=1, keepdim=True).values
     torch.testing.assert_close(outputs["semantic_confidence"], upsample(top, stride).squeeze(1))
-
-
-def test_neighbour_hypotheses_are_the_dilated_neighbourhood_with_edges_replicated():
-    disparity = torch.arange(30.0).view(1, 1, 5, 6)
-    hypotheses = neighbour_hypotheses(disparity, dilation=2)
-    assert hypotheses.shape == (1, 9, 5, 6)
-    padded = F.pad(disparity, (2, 2, 2, 2), mode="replicate")[0, 0]
-    y, x = 1, 4  # a pixel whose right and upper neighbours fall off the map
-    expected = [padded[y + 2 + dy, x + 2 + dx] for dy in (-2, 0, 2) for dx in (-2, 0, 2)]
-    torch.testing.assert_close(hypotheses[0, :, y, x], torch.stack(expected))
-    torch.testing.assert_close(hypotheses[:, 4:5], disparity)  # the centre is the pixel itself
-
-
-def test_sample_cost_interpolates_between_shifts_and_passes_gradient_to_the_disparity():
-    shifts = torch.arange(6.0).view(1, 6, 1, 1)
-    volume = (shifts**2).expand(1, 6, 2, 3).contiguous()  # cost d^2 at shift d
-    disparity = torch.tensor([0.0, 2.25, 4.5, 5.0, 7.0, -1.0]).view(1, 6, 1, 1).expand(1, 6, 2, 3)
-    disparity = disparity.clone().requires_grad_(True)
-    sampled = sample_cost(volume, disparity)
-    # Linear between neighbours: 2.25 -> 4 + 0.25 * (9 - 4); out of range clamps to the ends.
-    expected = torch.tensor([0.0, 5.25, 20.5, 25.0, 25.0, 0.0]).view(1, 6, 1, 1).expand(1, 6, 2, 3)
-    torch.testing.assert_close(sampled, expected)
-    sampled[:, 1].sum().backward()
-    assert (disparity.grad[:, 1] == 5.0).all()  # the slope between shifts 2 and 3
-
-
-def test_fine_match_finds_the_depth_edges_that_the_coarse_disparity_smears():
-    # Random dots over layered planes: no monocular cue, so only matching places the outlines. The
-    # coarse map is the truth averaged over 1/4 cells, so cells across an edge lie between the
-    # surfaces; where its upsampling is wrong, the hypothesis that the untrained module's 1/2-res
-    # match scores best must mostly be right (a pick that ignores the match: 70 % wrong there).
-    size, max_disparity = (64, 256), 64
-    left, right, truth, visible = random_dot_stereogram(size, max_disparity, np.random.default_rng(3))
-    images = [torch.from_numpy(v).permute(2, 0, 1)[None].float() / 255 for v in (left, right)]
-    truth_half = torch.from_numpy(truth)[None, None][..., ::2, ::2] / 2
-    coarse = F.avg_pool2d(torch.from_numpy(truth)[None, None] / 2, 4)  # cells across an edge mix
-    torch.manual_seed(0)
-    module = FineHypothesisSelection(channels=16, num_disparities=max_disparity // 2).eval()
-    smooth = upsample(coarse, 2)
-    with torch.no_grad():
-        hypotheses, scores = module.hypotheses_and_scores(*images, smooth, coarse)
-        best = hypotheses.gather(1, scores.argmax(dim=1, keepdim=True))
-    scored = torch.from_numpy(visible)[None, None][..., ::2, ::2]
-    edge = scored & ((smooth - truth_half).abs() > 1.5)  # where the smooth map is wrong by > 3 px
-    assert edge.sum() > 100
-    wrong_smooth = ((smooth - truth_half).abs() > 1.5)[edge].float().mean()
-    wrong_best = ((best - truth_half).abs() > 1.5)[edge].float().mean()
-    assert wrong_smooth == 1.0 and wrong_best < 0.4, float(wrong_best)  # measured 0.30
-
-
-def test_fine_matching_starts_as_the_network_without_it():
-    torch.manual_seed(0)
-    plain = build_model(tiny_stereo_config()).eval()
-    fine = build_model(tiny_stereo_config(fine_matching=True)).eval()
-    missing, unexpected = fine.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and all(key.startswith("fine_matching.") for key in missing)
-    left, right = random_images(2)
-    with torch.no_grad():
-        before, after = plain(left, right)["disparity"], fine(left, right)["disparity"]
-    assert (before - after).abs().max() < 0.05  # bias 8 on the smooth hypothesis: weight 0.9997
 
 
 def test_group_correlation_volumes_sum_to_the_full_correlation():

@@ -252,18 +252,6 @@ def test_init_checkpoint_starts_from_its_weights_and_refuses_another_model(tmp_p
     other.model["matching_channels"] = 16
     with pytest.raises(UserError, match="init_checkpoint"):
         Trainer(other, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
-    # A module the new config adds starts fresh; everything else comes from the checkpoint.
-    extended = tiny_train_config(tmp_path / "d", init_checkpoint=str(tmp_path / "a" / FINAL_NAME))
-    extended.model["fine_matching"] = True
-    grown = Trainer(extended, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
-    for name, tensor in first.model.state_dict().items():
-        torch.testing.assert_close(grown.model.state_dict()[name], tensor, msg=name)
-    assert any(name.startswith("fine_matching.") for name in grown.model.state_dict())
-    # The other way round the checkpoint holds weights this model has no place for: refused.
-    grown.train()
-    shrunk = tiny_train_config(tmp_path / "e", init_checkpoint=str(tmp_path / "d" / FINAL_NAME))
-    with pytest.raises(UserError, match="has no fine_matching"):
-        Trainer(shrunk, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
 
 
 def test_frozen_backbone_levels_keep_their_weights_and_statistics(tmp_path: Path) -> None:

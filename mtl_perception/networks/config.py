@@ -79,11 +79,6 @@ class StereoNetConfig(_NetConfig):
     # Cross-task links need both tasks; a single-task config turns them off.
     link_seg_to_disparity: bool = True  # coarse-seg features feed the disparity aggregation
     link_attention: bool = True  # refined seg gated by attention over seg + disparity features
-    # 1/2-resolution hypothesis selection (networks/matching.py ``FineHypothesisSelection``): each
-    # pixel picks among its 1/4-res neighbours' disparities by a 1/2-res match, which places depth
-    # edges that have no colour edge. Off in configs older than it, so their checkpoints still load.
-    fine_matching: bool = False
-    fine_matching_channels: int = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -5,9 +5,8 @@ One backbone sees both views in one batched call down to 1/16; only the left vie
 resolution with depthwise-separable convolutions and disparity is refined at 1/2 resolution, which
 keeps the heads well below the backbone's cost. Disparity is read from the matching cost by
 construction (``networks/matching.py``): a group-correlation volume aggregated by 3D convolutions,
-soft-argmin, optionally a 1/2-resolution choice among neighbouring matches by a fine match of its own
-(``fine_matching``), and a 1/2-resolution refinement whose residual is bounded, so the right view
-cannot be bypassed. The coarse segmentation features are context for the cost aggregation
+soft-argmin, and a 1/2-resolution refinement whose residual is bounded, so the right view cannot be
+bypassed. The coarse segmentation features are context for the cost aggregation
 (``link_seg_to_disparity``) and the refined segmentation is gated by attention over segmentation
 features and the match distribution (``link_attention``); both links switch off for ablations.
 Everything is built from ops that export to ONNX with static shapes; the upsampling uses fixed
@@ -32,7 +31,6 @@ from mtl_perception.networks.heads import (
 )
 from mtl_perception.networks.matching import (
     CostAggregation,
-    FineHypothesisSelection,
     correlation_cost_volume,
     group_correlation_volume,
     match_distribution,
@@ -89,11 +87,6 @@ class StereoMultiTaskNet(nn.Module):
             self.cost_aggregation = CostAggregation(config.correlation_groups, context_in, agg_ch)
             # 1/2-resolution refinement guided by the left image, its matching features and the
             # match's spread and peak: a bounded disparity residual and the disparity log scale.
-            self.fine_matching = (
-                FineHypothesisSelection(config.fine_matching_channels, config.max_disparity // REFINE_STRIDE)
-                if config.fine_matching
-                else None
-            )
             guide_ch = 8
             self.refine_guide = nn.Conv2d(match_ch, guide_ch, 1)
             self.refine = nn.Sequential(
@@ -129,17 +122,16 @@ class StereoMultiTaskNet(nn.Module):
         # Both views share one batched pass down to 1/16; only the left view goes on to 1/32.
         shared = self.backbone(torch.cat([left, right], dim=0), levels=3)
         if not self.semantic:
-            return self._disparity(left, right, shared, None)[0]
+            return self._disparity(left, shared, None)[0]
         left_features = self.backbone.extend([f[:batch] for f in shared])
         seg_features = self.seg_decoder(left_features[1:])
-        out, disparity_features = self._disparity(left, right, shared, seg_features)
+        out, disparity_features = self._disparity(left, shared, seg_features)
         segment = self._segment(left_features, disparity_features, seg_features, upsample_semantic_logits)
         return {**out, **segment}
 
     def _disparity(
         self,
         left: torch.Tensor,
-        right: torch.Tensor,
         pair_features: list[torch.Tensor],
         seg_features: torch.Tensor | None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -168,8 +160,6 @@ class StereoMultiTaskNet(nn.Module):
         # Candidates are 1/4-res pixels; at 1/2 res a disparity is (4 / 2) times larger.
         up = COST_VOLUME_STRIDE // REFINE_STRIDE
         disparity_half = upsample(coarse_disparity, up) * up
-        if self.fine_matching is not None:
-            disparity_half = self.fine_matching(left, right, disparity_half, coarse_disparity * up)
         scale = REFINE_STRIDE / self.config.max_disparity
         match_quality = torch.cat(
             [disparity_half * scale, upsample(torch.cat([spread * up * scale, peak], dim=1), up)], dim=1

@@ -365,25 +365,14 @@ class Trainer:
         from mtl_perception.networks import load_checkpoint
 
         model, _, _ = load_checkpoint(path, map_location="cpu")
-        # Not strict: a module this run's config adds (model.fine_matching) starts from its own
-        # initialisation. Anything the checkpoint has that this model lacks, or a shape that differs,
-        # means another model.
         try:
-            missing, unexpected = self.model.load_state_dict(model.state_dict(), strict=False)
+            self.model.load_state_dict(model.state_dict())
         except RuntimeError as exc:
             raise UserError(
                 f"train.init_checkpoint {path}: weights do not fit this run's model section ({exc})"
             ) from exc
-        if unexpected:
-            raise UserError(
-                f"train.init_checkpoint {path}: weights do not fit this run's model section "
-                f"(this model has no {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''})"
-            )
         if self.world.is_main:
             log.info("initial weights from %s", path)
-            if missing:
-                new_modules = sorted({key.rsplit(".", 2)[0] for key in missing})
-                log.info("not in %s, initialised fresh: %s", path, ", ".join(new_modules))
 
     def _resume(self) -> None:
         path = state_io.latest_state(self.output_dir)
