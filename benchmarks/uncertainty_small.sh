@@ -4,13 +4,17 @@
 # table: every member as a single network, every ensemble, every student; the table prints each row
 # kind as the mean ± std over its repeats (the seed-to-seed spread the issue's targets compare with).
 # Resumable: a finished run (final.pt present) is skipped, an interrupted one resumes.
-#   bash benchmarks/uncertainty_small.sh            # ENSEMBLES=3 MEMBERS=5 by default
-#   STAGE=train bash benchmarks/uncertainty_small.sh  # the trainings only (STAGE=table: the table only)
+#   bash benchmarks/uncertainty_small.sh                 # ENSEMBLES=3 MEMBERS=5 by default
+#   STAGE=train bash benchmarks/uncertainty_small.sh     # the trainings only (STAGE=table: the table only)
+#   ONLY="1 2" STAGE=train bash benchmarks/uncertainty_small.sh
+#                  # trains ensembles 1 and 2 only: one invocation per free core trains ensembles side by side
+# Arguments go to benchmarks/uncertainty_table.py (for example --photos-dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENSEMBLES=${ENSEMBLES:-3}
 MEMBERS=${MEMBERS:-5}
 STAGE=${STAGE:-all}
+ONLY=${ONLY:-$(seq -s ' ' 0 $((ENSEMBLES - 1)))}
 CONFIG=config/train/uncertainty_mono_small.yaml
 OUT=runs/uncertainty
 train() {  # train OUTPUT_DIR [--set ...]
@@ -20,17 +24,21 @@ train() {  # train OUTPUT_DIR [--set ...]
 }
 rows=()
 for ((e = 0; e < ENSEMBLES; e++)); do
+  fit=false
+  [[ $STAGE != table && " $ONLY " == *" $e "* ]] && fit=true
   members=()
   for ((m = 0; m < MEMBERS; m++)); do
     seed=$((e * MEMBERS + m))
-    [[ $STAGE == table ]] || train "$OUT/mono_s$seed" --set "train.seed=$seed"
+    if $fit; then train "$OUT/mono_s$seed" --set "train.seed=$seed"; fi
     members+=("$OUT/mono_s$seed/final.pt")
     rows+=(--model "mono/single@$seed=$OUT/mono_s$seed/final.pt")
   done
   teachers=$(IFS=,; echo "${members[*]}")
   # The student's own seed lies beyond every member's.
-  [[ $STAGE == table ]] || train "$OUT/mono_student_e$e" \
-    --set "distill.teachers=[$teachers]" --set "train.seed=$((ENSEMBLES * MEMBERS + e))"
+  if $fit; then
+    train "$OUT/mono_student_e$e" --set "distill.teachers=[$teachers]" \
+      --set "train.seed=$((ENSEMBLES * MEMBERS + e))"
+  fi
   rows+=(--model "mono/ensemble@$e=$teachers" --model "mono/student@$e=$OUT/mono_student_e$e/final.pt")
 done
 [[ $STAGE == train ]] && exit 0
