@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from mtl_perception.data.labels import CLASSES, colorize
-from mtl_perception.data.real_photos import EVALUATION_PHOTOS, PackagePhoto, PhotoNotFoundError, load_photo
+from mtl_perception.data.real_photos import PackagePhoto, load_listed_photos
 from mtl_perception.runtime import Pipeline, PipelineResult, create_backend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,19 +151,6 @@ def evaluate_model(
     return {"mode": pipeline.info.mode, "input": note, "photos": entries}
 
 
-def load_photos(
-    photos_dir: Path | None, listed: tuple[PackagePhoto, ...] = EVALUATION_PHOTOS
-) -> tuple[dict[str, tuple[PackagePhoto, np.ndarray]], dict[str, str]]:
-    """(loaded photos by name, reasons of the skipped ones)."""
-    loaded, skipped = {}, {}
-    for photo in listed:
-        try:
-            loaded[photo.name] = (photo, load_photo(photo, photos_dir))
-        except PhotoNotFoundError as error:
-            skipped[photo.name] = str(error)
-    return loaded, skipped
-
-
 def _relative(path: Path) -> str:
     path = path.resolve()
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
@@ -179,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = args.model or [ROOT / "models" / "stereo_default.onnx"]
 
-    photos, skipped = load_photos(args.photos_dir)
+    photos, skipped = load_listed_photos(args.photos_dir)
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if not photos:

@@ -47,7 +47,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from mtl_perception.data.corruptions import RECIPES, corrupt_pair, frame_seed
 from mtl_perception.data.datasets import build_dataset
-from mtl_perception.data.real_photos import EVALUATION_PHOTOS, PhotoNotFoundError, load_photo
+from mtl_perception.data.real_photos import load_listed_photos
 from mtl_perception.networks import DeployModel, load_checkpoint
 from mtl_perception.training.distill import EnsembleNet
 from mtl_perception.training.evaluation import evaluate_model, json_safe
@@ -113,14 +113,11 @@ def separation_auroc(in_domain: list[float], out_of_domain: list[float]) -> floa
 
 
 def load_photos(photos_dir: Path) -> dict[str, np.ndarray]:
-    """The evaluation photos found under ``photos_dir`` (HxWx3 uint8 RGB), by name; missing ones skipped."""
-    photos = {}
-    for photo in EVALUATION_PHOTOS:
-        try:
-            photos[photo.name] = load_photo(photo, photos_dir)
-        except PhotoNotFoundError as error:
-            print(f"real photos: skipped {photo.name} ({error})")
-    return photos
+    """The evaluation photos found under ``photos_dir`` by name (HxWx3 uint8 RGB); says which are missing."""
+    loaded, skipped = load_listed_photos(photos_dir)
+    for name, reason in skipped.items():
+        print(f"real photos: skipped {name} ({reason})")
+    return {name: image for name, (_, image) in loaded.items()}
 
 
 def photo_tensor(image: np.ndarray, size: tuple[int, int]) -> Tensor:

@@ -25,6 +25,7 @@ from mtl_perception.data.real_photos import (
     TEXTURE_PHOTOS,
     PackagePhoto,
     PhotoNotFoundError,
+    load_listed_photos,
 )
 from mtl_perception.runtime import Pipeline
 
@@ -195,9 +196,8 @@ def test_real_semantics_panel_and_shares_on_a_fake_model(tmp_path: Path) -> None
 
 
 def test_real_semantics_skips_missing_photos_with_the_reason(tmp_path: Path) -> None:
-    script = _script()
     photo, _ = _fake(tmp_path, b"never written")
-    loaded, skipped = script.load_photos(tmp_path, (photo,))
+    loaded, skipped = load_listed_photos(tmp_path, (photo,))
     assert loaded == {} and "not found" in skipped["fake"] and "--photos-dir" in skipped["fake"]
 
 
@@ -206,7 +206,7 @@ def test_real_semantics_json_of_a_run(tmp_path: Path, monkeypatch: pytest.Monkey
     image = np.full((40, 40, 3), 90, np.uint8)
     photo = PackagePhoto("grey", EVALUATION, "debian", "none", "x/grey.png", "1" * 64, "grey", "none")
     monkeypatch.setattr(
-        script, "load_photos", lambda photos_dir: ({"grey": (photo, image)}, {"gone": "missing"})
+        script, "load_listed_photos", lambda photos_dir: ({"grey": (photo, image)}, {"gone": "missing"})
     )
     monkeypatch.setattr(script, "create_backend", lambda kind, path, threads: HalfSkyBackend())
     out = tmp_path / "out"

@@ -278,6 +278,19 @@ def load_photo(photo: PackagePhoto, photos_dir: Path | None = None) -> np.ndarra
     return read_photo(path, photo.frame)
 
 
+def load_listed_photos(
+    photos_dir: Path | None, listed: tuple[PackagePhoto, ...] = EVALUATION_PHOTOS
+) -> tuple[dict[str, tuple[PackagePhoto, np.ndarray]], dict[str, str]]:
+    """(the photos of ``listed`` found, by name, with their images; the reasons of the missing ones)."""
+    loaded, skipped = {}, {}
+    for photo in listed:
+        try:
+            loaded[photo.name] = (photo, load_photo(photo, photos_dir))
+        except PhotoNotFoundError as error:
+            skipped[photo.name] = str(error)
+    return loaded, skipped
+
+
 def named_texture_photos() -> list[tuple[str, np.ndarray]]:
     """(name, HxWx3 uint8 RGB) of the texture photos bundled in the installed scikit-image wheel
     (grey ones replicated). Files scikit-image would download are skipped, so this never uses the
