@@ -187,10 +187,14 @@ IN_DOMAIN_COLUMNS = (
 )
 
 
+def _number(value: Any) -> float:
+    """A figure as a float; NaN for what is not one (JSON writes NaN as null)."""
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
 def _value(metrics: dict[str, Any], key: str, stereo: bool) -> float:
     geometry, outlier = ("disparity", "d1") if stereo else ("depth", "delta1")
-    value = metrics.get(key.format(g=geometry, outlier=outlier), float("nan"))
-    return float(value) if isinstance(value, int | float) else float("nan")
+    return _number(metrics.get(key.format(g=geometry, outlier=outlier)))
 
 
 def kind_of(label: str) -> str:
@@ -220,7 +224,7 @@ def summarise_kinds(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
         columns["frames/s"] = spread([row["frames_per_second"] for row in repeats])
         out_of_domain = {
             name: {
-                figure: spread([float(row["out_of_domain"][name][figure]) for row in repeats])
+                figure: spread([_number(row["out_of_domain"][name][figure]) for row in repeats])
                 for figure in ("auroc_semantic", "auroc_geometry", "spearman_sigma_error")
             }
             for name in repeats[0]["out_of_domain"]
@@ -283,6 +287,11 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, default=0, help="0 = every frame of each set")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "uncertainty.json")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows already in --json whose label and checkpoints match; score only the others",
+    )
     args = parser.parse_args()
 
     rows = []
@@ -304,7 +313,16 @@ def main() -> None:
     }
     photos = load_photos(args.photos_dir) if args.photos_dir else {}
     report["real_photos"] = sorted(photos)
+    recorded = json.loads(args.json.read_text()) if args.resume and args.json.is_file() else {}
+    same_sets = {k: recorded.get(k) for k in ("data", "split", "real_photos")} == {
+        k: report[k] for k in ("data", "split", "real_photos")
+    }
     for label, paths in rows:
+        previous = recorded.get("rows", {}).get(label) if same_sets else None
+        if previous is not None and previous["checkpoints"] == paths:
+            report["rows"][label] = previous
+            print(f"{label}: kept from {args.json}")
+            continue
         model = load_row(paths)
         stereo = model.config.mode == "stereo"
         size = tuple(model.config.input_size)
@@ -344,15 +362,20 @@ def main() -> None:
             }
         report["rows"][label] = row
         print(f"{label}: done ({len(paths)} checkpoint(s))")
+        write_report(args.json, report)  # so an interrupted run resumes from here
 
     report["kinds"] = summarise_kinds(report["rows"])
     table = format_tables(report["kinds"])
     print(table)
     print("(seg NLL*: top-label NLL; nominal coverage: see the JSON, per distribution)")
     report["table"] = table
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    write_report(args.json, report)
     print(f"wrote {args.json}")
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(report), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -100,3 +100,15 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
     assert summary["in_domain"]["EPE"]["mean"] == pytest.approx(sum(singles) / 2)
     assert summary["in_domain"]["EPE"]["std"] == pytest.approx(abs(singles[0] - singles[1]) / 2**0.5)
     assert "| single | stereo | 1 | 2 |" in report["table"] and " ± " in report["table"]
+    # --resume keeps the recorded rows with the same checkpoints and scores only the new ones.
+    argv += ["--resume", "--model", f"single@2={paths[1]}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    loaded = []
+    monkeypatch.setattr(
+        script, "load_row", lambda paths: loaded.append(paths) or script.load_checkpoint(paths[0])[0]
+    )
+    script.main()
+    resumed = json.loads(out.read_text())
+    assert loaded == [[paths[1]]]
+    assert resumed["rows"]["ensemble"] == report["rows"]["ensemble"]
+    assert resumed["kinds"]["single"]["repeats"] == 3
