@@ -38,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.classification import binary_auroc
 
+from mtl_perception.contract import resize_image
 from mtl_perception.data.corruptions import RECIPES, corrupt_pair, frame_seed
 from mtl_perception.data.datasets import build_dataset
 from mtl_perception.data.real_photos import load_listed_photos
@@ -127,7 +127,7 @@ def photo_tensor(image: np.ndarray, size: tuple[int, int]) -> Tensor:
     crop_w, crop_h = min(width, round(height * aspect)), min(height, round(width / aspect))
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     crop = image[top : top + crop_h, left : left + crop_w]
-    resized = cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    resized = resize_image(crop, size[1], size[0])  # the runtime's resize: the pixels a robot's model sees
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))[None].float() / 255.0
 
 
