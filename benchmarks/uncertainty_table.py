@@ -309,14 +309,17 @@ def main() -> None:
         "host": platform.node(),
         "data": str(args.data),
         "split": args.split,
+        "unseen": str(args.unseen),
+        "recipes": sorted(args.recipes),
+        "max_frames": args.max_frames,
         "rows": {},
     }
     photos = load_photos(args.photos_dir) if args.photos_dir else {}
     report["real_photos"] = sorted(photos)
     recorded = json.loads(args.json.read_text()) if args.resume and args.json.is_file() else {}
-    same_sets = {k: recorded.get(k) for k in ("data", "split", "real_photos")} == {
-        k: report[k] for k in ("data", "split", "real_photos")
-    }
+    # Rows are kept only if they were scored on the same sets.
+    settings = ("data", "split", "unseen", "recipes", "max_frames", "real_photos")
+    same_sets = all(recorded.get(k) == report[k] for k in settings)
     for label, paths in rows:
         previous = recorded.get("rows", {}).get(label) if same_sets else None
         if previous is not None and previous["checkpoints"] == paths:

@@ -112,3 +112,13 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
     assert loaded == [[paths[1]]]
     assert resumed["rows"]["ensemble"] == report["rows"]["ensemble"]
     assert resumed["kinds"]["single"]["repeats"] == 3
+    # Rows scored on other sets are not kept: another recipe list rescores every row.
+    argv += ["--recipes", "jpeg"]
+    loaded.clear()
+    script.main()
+    assert len(loaded) == 4
+    assert set(json.loads(out.read_text())["rows"]["ensemble"]["out_of_domain"]) == {
+        "corrupted/jpeg",
+        "unseen_domain",
+        "real_photos",
+    }
