@@ -118,6 +118,57 @@ def test_a_command_takes_effect_exactly_its_latency_after_its_frame() -> None:
     assert run_metrics(trajectory)["latency_ms"] == pytest.approx(250.0)
 
 
+class Windowed:
+    """No command for the first ``window`` frames after each reset, then ``value``: a model whose
+    window fills."""
+
+    name = "windowed"
+    uses_images = False
+
+    def __init__(self, window: int, value: float = 0.0) -> None:
+        self.window, self.value, self.seen = window, value, 0
+
+    def reset(self) -> None:
+        self.seen = 0
+
+    def steer(self, frame: Frame) -> float | None:
+        self.seen += 1
+        return None if self.seen <= self.window else self.value
+
+
+def test_the_safety_driver_steers_while_the_window_fills_and_is_not_scored() -> None:
+    """On a left arc a policy that fills a 16-frame window and then goes straight: the expert holds
+    the lane for the 16 frames after the start and after each reset, then the car leaves the lane
+    where geometry says (as in the straight test). Only the straight frames are scored."""
+    radius, width, window = 50.0, 3.5, 16
+    road = arc_road(radius, width)
+    trajectory = drive_closed_loop(
+        road, Windowed(window), speed=SPEED, distance=150.0, latency=0.0, takeover=ExpertPolicy(road, SPEED)
+    )
+    crossing = math.sqrt((radius + width) ** 2 - (radius + width / 2) ** 2)  # 13.57 m
+    handover = window * SPEED / 10  # metres the safety driver steers
+    times = [0.0] + [i.time for i in trajectory.interventions]
+    assert len(trajectory.interventions) == int(150.0 // (handover + crossing))
+    # After a reset the rest of its frame (< 0.9 m) still runs the held command; the window starts
+    # with the next frame.
+    intervals = np.diff(times) * SPEED
+    assert intervals[0] == pytest.approx(handover + crossing, abs=0.3)
+    expected = handover + crossing
+    assert np.all((intervals > expected - 0.3) & (intervals < expected + SPEED / 10 + 0.3))
+    engaged = trajectory.engaged
+    assert not engaged[:window].any() and engaged[window]
+    assert np.all(np.abs(trajectory.offset[~engaged]) < 0.3)  # the expert's frames are not scored
+    metrics = run_metrics(trajectory)
+    assert metrics["frames"] == engaged.sum()
+    assert metrics["autonomy"] == pytest.approx(engaged.mean())
+    assert metrics["engaged_km"] == pytest.approx(metrics["distance_km"] * engaged.mean())
+    assert metrics["mean_abs_offset_m"] == pytest.approx(np.abs(trajectory.offset[engaged]).mean())
+    assert metrics["interventions_per_km"] == pytest.approx(len(times[1:]) / metrics["engaged_km"])
+    # Without the safety driver the held command (0) drives off the lane before the window is full.
+    held = drive_closed_loop(road, Windowed(window), speed=SPEED, distance=150.0, latency=0.0)
+    assert not held.engaged.any() and run_metrics(held)["engaged_km"] == 0.0
+
+
 def test_a_non_finite_command_stops_the_run() -> None:
     with pytest.raises(ValueError, match="returned steering nan at frame 0"):
         drive_closed_loop(straight_road(), Scripted(lambda k: math.nan), speed=SPEED, distance=1.0)
@@ -175,6 +226,7 @@ def _hand_made() -> Trajectory:
         command=np.array([0.0, math.nan, 0.1, -0.1]),
         applied=np.array([0.0, 0.1, 0.1, -0.1]),
         latency=np.array([0.1, math.nan, 0.3, 0.2]),
+        engaged=np.ones(4, bool),
         interventions=[Intervention(0.1, 1.0, np.zeros(2), -1.8), Intervention(0.2, 2.0, np.zeros(2), 1.8)],
     )
 
@@ -192,6 +244,18 @@ def test_metrics_of_a_hand_made_trajectory() -> None:
     # Applied-command rates 1, 0, -2 rad/s: RMS sqrt(5/3) rad/s.
     assert metrics["whiteness_deg_s"] == pytest.approx(math.degrees(math.sqrt(5 / 3)))
     assert metrics["latency_ms"] == pytest.approx(200.0)  # over the three frames with a command
+
+
+def test_metrics_leave_the_safety_drivers_frames_out() -> None:
+    trajectory = _hand_made()
+    trajectory.engaged = np.array([False, True, True, True])
+    metrics = run_metrics(trajectory)
+    assert metrics["distance_km"] == 0.5 and metrics["engaged_km"] == 0.375 and metrics["autonomy"] == 0.75
+    assert metrics["frames"] == 3
+    assert metrics["mean_abs_offset_m"] == pytest.approx(1.0)  # (0.5 + 1.5 + 1) / 3
+    assert metrics["interventions_per_km"] == pytest.approx(2 / 0.375)
+    # Rates between engaged neighbours only: 0 and -2 rad/s.
+    assert metrics["whiteness_deg_s"] == pytest.approx(math.degrees(math.sqrt(2)))
 
 
 def test_aggregate_pools_frames_and_sums_distance() -> None:
@@ -260,7 +324,8 @@ def test_drive_command_writes_runs_plots_and_resumes(
         assert (out / name / run["plot"]).stat().st_size > 0
         assert entry["aggregate"]["distance_km"] == pytest.approx(0.008, abs=0.0015)
     model_run = summary["model"]["runs"][0]["metrics"]
-    assert model_run["commands"] < model_run["frames"]  # the first window - 1 frames had none
+    # The first window - 1 frames had no command: the safety driver steered them, unscored.
+    assert model_run["autonomy"] < 1 and model_run["commands"] == model_run["frames"]
     assert model_run["render_s"] > 0 and model_run["latency_ms"] > 0
     assert "| expert | 1 |" in capsys.readouterr().out
     assert main(argv) == 0  # everything reused

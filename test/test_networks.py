@@ -288,17 +288,21 @@ def test_soft_argmin_returns_the_expected_candidate():
     assert torch.allclose(soft_argmin(torch.zeros(1, 5, 1, 1)), torch.tensor(2.0))
 
 
-def test_steering_head_maps_a_window_to_one_angle_and_order_matters_only_via_positions():
+def test_steering_head_order_matters_only_via_positions_and_the_newest_frame():
     torch.manual_seed(0)
     head = SteeringHead(12, window=16).eval()
     embeddings = torch.randn(3, 16, 12)
-    permuted = embeddings[:, torch.randperm(16)]
+    older = torch.cat([torch.randperm(15), torch.tensor([15])])  # the newest frame stays last
+    permuted = embeddings[:, older]
     with torch.no_grad():
         steering = head(embeddings)
         assert steering.shape == (3,)
         assert not torch.allclose(steering, head(permuted))
         head.position.zero_()
-        torch.testing.assert_close(head(embeddings), head(permuted))
+        torch.testing.assert_close(head(embeddings), head(permuted))  # attention pooling is a set op
+        newest = embeddings.clone()
+        newest[:, -1] = torch.randn(3, 12)
+        assert not torch.allclose(head(embeddings), head(newest))
 
 
 def test_grid_embedding_keeps_where_the_features_are():

@@ -76,6 +76,33 @@ def test_head_cannot_beat_straight_when_the_frames_say_nothing():
     assert mse > 0.7 * straight, (mse, straight)
 
 
+def test_head_follows_the_newest_frame_under_the_shipped_recipe():
+    """Labels set by the newest frame alone (frames independent, so the window's average says
+    nothing), trained with the shipped config's head and schedule: the head must read the newest
+    frame. A head whose regressor saw only the attention-pooled window failed this (MSE 6.3 against
+    6.1 for steering straight): its queries stayed uniform over time within the schedule."""
+    config = yaml.safe_load(Path("config/train/steering.yaml").read_text())["steering"]
+    optim = SteeringOptimConfig(**config["optim"])
+    dim, frames = 256, 100
+    rng = np.random.default_rng(0)
+
+    def sequences(count: int) -> list[SequenceFeatures]:
+        out = []
+        for index in range(count):
+            features = rng.normal(size=(frames, dim)).astype(np.float32)
+            steering = 0.03 * (features[:, 0] - features[:, 1])
+            out.append(SequenceFeatures(f"s{index}", features.astype(np.float16), steering))
+        return out
+
+    torch.manual_seed(0)
+    head = SteeringHead(dim, **config["head"])
+    fit = fit_head(sequences(24), head, EncoderTail(None, (2, 4)), optim, seed=0, desc="newest")
+    prediction, target = predict(fit, sequences(6))
+    mse = steering_errors(prediction, target, optim.loss_lambda)["mse_deg2"]
+    straight = steering_errors(np.zeros_like(target), target, optim.loss_lambda)["mse_deg2"]
+    assert mse < 0.5 * straight, (mse, straight)
+
+
 def test_weighted_mse_weights_each_error_by_exp_lambda_abs_target():
     prediction, target = torch.tensor([0.0, 0.0]), torch.tensor([0.1, -0.3])
     expected = (np.exp(2.0 * 0.1) * 0.01 + np.exp(2.0 * 0.3) * 0.09) / 2

@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         "rate_hz": config.rate_hz,
         "speed_mps": args.speed if args.speed is not None else "dataset",
         "latency_ms": args.latency_ms if args.latency_ms is not None else "measured",
+        "takeover": "expert",  # who steers while the model has no command (``_drive``)
     }
     model_settings: dict[str, Any] = {}
     if "model" in names:
@@ -270,8 +271,13 @@ def _drive(
 
     speed = scene.speed if args.speed is None else args.speed
     latency = None if args.latency_ms is None else args.latency_ms / 1e3
+    # The safety driver: it steers while the model's window fills (at the start, after each
+    # intervention), as a test driver does until the system engages; the metrics leave those frames out.
+    takeover = _baseline("expert", scene, args.speed)
     start = time.perf_counter()
-    trajectory = drive_scene(scene, policy, args.distance, speed=speed, latency=latency, progress=progress)
+    trajectory = drive_scene(
+        scene, policy, args.distance, speed=speed, latency=latency, takeover=takeover, progress=progress
+    )
     metrics = run_metrics(trajectory)
     metrics |= {
         "speed_mps": speed,
@@ -295,18 +301,21 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def markdown_table(aggregates: dict[str, dict[str, Any]]) -> str:
-    """One row per policy; "km/intervention" reads ">X" where none happened in X km."""
+    """One row per policy. "engaged km" is the distance the policy steered (the rest, the safety
+    driver while a model's window filled); offsets and rates are over it; "km/intervention" reads
+    ">X" where none happened in X engaged km."""
     rows = [
-        "| policy | runs | km | mean abs offset (m) | RMS offset (m) | max abs offset (m) | frames > 1 m off "
-        "| interventions | interventions/km | km/intervention | whiteness (deg/s) | latency (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | runs | km | engaged km | mean abs offset (m) | RMS offset (m) | max abs offset (m) "
+        "| frames > 1 m off | interventions | interventions/km | km/intervention | whiteness (deg/s) "
+        "| latency (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in aggregates.items():
         per = m["km_per_intervention"]
-        km_per = f">{m['distance_km']:.2f}" if per is None else f"{per:.3f}"
+        km_per = f">{m['engaged_km']:.2f}" if per is None else f"{per:.3f}"
         rows.append(
-            f"| {name} | {m['runs']} | {m['distance_km']:.2f} | {m['mean_abs_offset_m']:.3f} "
-            f"| {m['rms_offset_m']:.3f} | {m['max_abs_offset_m']:.2f} "
+            f"| {name} | {m['runs']} | {m['distance_km']:.2f} | {m['engaged_km']:.2f} "
+            f"| {m['mean_abs_offset_m']:.3f} | {m['rms_offset_m']:.3f} | {m['max_abs_offset_m']:.2f} "
             f"| {100 * m['share_frames_over_1m']:.1f} % "
             f"| {m['interventions']} | {m['interventions_per_km']:.1f} "
             f"| {km_per} "

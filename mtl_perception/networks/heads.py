@@ -128,7 +128,11 @@ class SteeringHead(nn.Module):
     Each frame's embedding (the whole ``grid_embedding``, so where things are in the image stays in
     its token) is normalised, projected to ``width`` and tagged with a learned position for its
     place in the window. ``queries`` learned queries attend over the window's frame tokens (softmax
-    over time) and an MLP maps what they gathered to the angle. Attention is written with matmul
+    over time) and an MLP maps what they gathered, with the newest frame's token, to the angle. The
+    newest token has its own path because the learned queries stayed uniform over time when trained
+    on a few thousand windows (measured: mean age of the attended frame 7.5 of 15 frames): pooling
+    alone answered with the window's average, 0.75 s old at 10 Hz, and a lane keeper that late
+    weaves. Attention is written with matmul
     and softmax rather than ``nn.MultiheadAttention`` so the exported graph is a few plain ops that
     any ONNX Runtime or TensorRT version runs.
     """
@@ -155,7 +159,9 @@ class SteeringHead(nn.Module):
         self.scale = width**-0.5  # scaled dot-product attention
         self.key = nn.Linear(width, width)
         self.value = nn.Linear(width, width)
-        self.regress = nn.Sequential(nn.Linear(queries * width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.regress = nn.Sequential(
+            nn.Linear((queries + 1) * width, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
 
     @classmethod
     def for_model(cls, model: nn.Module, **sizes: float) -> SteeringHead:
@@ -167,4 +173,4 @@ class SteeringHead(nn.Module):
         tokens = self.project(embeddings) + self.position  # N x T x width
         scores = self.queries @ self.key(tokens).transpose(1, 2) * self.scale  # N x queries x T
         pooled = torch.softmax(scores, dim=-1) @ self.value(tokens)  # N x queries x width
-        return self.regress(pooled.flatten(1)).squeeze(-1)
+        return self.regress(torch.cat([pooled.flatten(1), tokens[:, -1]], dim=1)).squeeze(-1)

@@ -13,12 +13,15 @@ The loop (``drive_closed_loop``):
   nearest integration step, 10 ms at 10 Hz); until then the previous command stays applied. The
   latency is the wall time of the policy call, measured per frame, or a fixed value. Every frame is
   processed (as by a computer that keeps up with the frame rate in a pipeline); latency only delays.
-- No command (``None``: a model whose window is not full yet) holds the applied command; a run
-  starts with 0 (the road is straight for its first 20 m).
+- No command (``None``: a model whose window is not full yet): the safety driver (``takeover``,
+  the expert in ``drive``) steers that frame, as a test driver holds the wheel until the system
+  engages; without one the applied command is held (0 at the start). Frames steered by the policy
+  are "engaged"; the metrics are over them only (``run_metrics``).
 - Interventions: the lane offset is the reference point's lateral offset from the ego lane's centre
   (m, + left). When ``|offset| > lane_width / 2`` (the reference point crosses a lane boundary),
   an intervention is counted, the ego is put back on the lane centre with the road's heading at
-  its arc length, commands still in flight are dropped and the policy is reset (a new window).
+  its arc length, commands still in flight are dropped and the policy is reset (a new window, so
+  the safety driver steers again until it is full).
 
 Seeds start at ``CLOSED_LOOP_SEED``: scenes no dataset split holds (train 0.., val 100000..,
 test 200000.., the unseen domain 1000000..). ``open_scene`` builds a seed's world, rig, speed,
@@ -208,6 +211,7 @@ class Trajectory:
     command: np.ndarray  # the policy's output per frame, radians; NaN where it gave none
     applied: np.ndarray  # the command in effect at each frame time, radians (after the clamp)
     latency: np.ndarray  # delay given to each frame's command, seconds; NaN where none
+    engaged: np.ndarray  # per frame, True where the policy (not the safety driver) steered
     interventions: list[Intervention] = field(default_factory=list)
     path_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # per step; NaN row at resets
     path_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -228,13 +232,15 @@ def drive_closed_loop(
     latency: float | None = None,
     render: Renderer | None = None,
     camera: StereoCamera | None = None,
+    takeover: Policy | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Trajectory:
     """Drive ``distance`` metres of ``road``'s right lane at ``speed`` m/s with ``policy`` steering.
 
     ``latency`` (seconds) fixes the delay of every command; None measures each policy call's wall
-    time. ``render`` makes the views for a policy that ``uses_images``. ``progress`` receives the
-    metres driven after each frame.
+    time. ``render`` makes the views for a policy that ``uses_images``. ``takeover`` (a policy that
+    always answers, without images) steers the frames where ``policy`` has no command, with the
+    same delay. ``progress`` receives the metres driven after each frame.
     """
     if speed <= 0 or distance <= 0:
         raise ValueError(f"speed and distance must be positive, got {speed} m/s, {distance} m")
@@ -246,7 +252,7 @@ def drive_closed_loop(
     s, lateral = road.project(xy, 0.0)
     applied, applied_frame = 0.0, -1  # the command in effect and the frame it was computed from
     pending: list[tuple[int, int, float]] = []  # (step it takes effect, frame, command)
-    frames: dict[str, list[float]] = {"offset": [], "command": [], "applied": [], "latency": []}
+    frames: dict[str, list[float]] = {k: [] for k in ("offset", "command", "applied", "latency", "engaged")}
     path_xy, path_s, path_offset = [xy.copy()], [s], [lateral - lane_centre]
     step_applied: list[float] = []
     interventions: list[Intervention] = []
@@ -270,11 +276,14 @@ def drive_closed_loop(
         first_step = frame_index * substeps
         if command is not None and not math.isfinite(command):
             raise ValueError(f"policy {policy.name!r} returned steering {command} at frame {frame_index}")
-        if command is not None:
-            pending.append((first_step + round(delay / dt), frame_index, float(command)))
         frames["offset"].append(pose.offset)
         frames["command"].append(math.nan if command is None else float(command))
         frames["latency"].append(math.nan if command is None else delay)
+        frames["engaged"].append(command is not None)
+        if command is None and takeover is not None:
+            command = takeover.steer(frame)
+        if command is not None:
+            pending.append((first_step + round(delay / dt), frame_index, float(command)))
         for step in range(first_step, first_step + substeps):
             # Commands take effect in the order they were computed; a stale one never overrides.
             for due in sorted(c for c in pending if c[0] <= step):
@@ -311,6 +320,7 @@ def drive_closed_loop(
         command=np.asarray(frames["command"]),
         applied=np.asarray(frames["applied"]),
         latency=np.asarray(frames["latency"]),
+        engaged=np.asarray(frames["engaged"], bool),
         interventions=interventions,
         path_xy=np.asarray(path_xy),
         path_s=np.asarray(path_s),
@@ -322,17 +332,24 @@ def drive_closed_loop(
 
 
 def run_metrics(trajectory: Trajectory) -> dict[str, Any]:
-    """Per-run metrics (JSON-ready). Offsets and the share are over frames (sampled at ``rate_hz``);
-    whiteness is the RMS rate of the applied command between consecutive frames, in deg/s; latency
-    the mean delay given to the frames that had a command. ``km_per_intervention`` is None when
-    there was none."""
-    offset = np.abs(trajectory.offset)
-    rates = np.diff(trajectory.applied) * trajectory.rate_hz
+    """Per-run metrics (JSON-ready), over the engaged frames (the policy steering, not the safety
+    driver): offsets and the share are over them (sampled at ``rate_hz``); ``engaged_km`` is the
+    distance they cover (frames are equally spaced) and the intervention rates are per engaged km;
+    whiteness is the RMS rate of the applied command between consecutive engaged frames, in deg/s;
+    latency the mean delay given to the frames that had a command. ``autonomy`` is the engaged share
+    of the frames. ``km_per_intervention`` is None when there was none."""
+    engaged = trajectory.engaged
+    offset = np.abs(trajectory.offset[engaged])
+    both = engaged[1:] & engaged[:-1]
+    rates = (np.diff(trajectory.applied) * trajectory.rate_hz)[both]
     latency = trajectory.latency[np.isfinite(trajectory.latency)]
-    km = trajectory.distance / 1000.0
+    frames = len(engaged)
+    km = trajectory.distance / 1000.0 * (len(offset) / frames if frames else 0.0)
     count = len(trajectory.interventions)
     return {
-        "distance_km": km,
+        "distance_km": trajectory.distance / 1000.0,
+        "engaged_km": km,
+        "autonomy": len(offset) / frames if frames else 0.0,
         "frames": len(offset),
         "mean_abs_offset_m": float(offset.mean()) if len(offset) else 0.0,
         "rms_offset_m": float(np.sqrt(np.mean(offset**2))) if len(offset) else 0.0,
@@ -349,13 +366,14 @@ def run_metrics(trajectory: Trajectory) -> dict[str, Any]:
 
 
 def aggregate_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Metrics of several runs pooled as one drive: sums for distance and interventions, frame-
-    weighted means (mean, RMS and share over all frames), the largest offset, whiteness over all rate
-    samples, latency over all commands. Wall times (when the runs carry them) add up."""
+    """Metrics of several runs pooled as one drive: sums for distances and interventions, frame-
+    weighted means (mean, RMS and share over all engaged frames), the largest offset, whiteness over
+    all rate samples, latency over all commands. Wall times (when the runs carry them) add up."""
     frames = sum(r["frames"] for r in runs)
     samples = sum(r["rate_samples"] for r in runs)
     commands = sum(r["commands"] for r in runs)
-    km = sum(r["distance_km"] for r in runs)
+    distance = sum(r["distance_km"] for r in runs)
+    km = sum(r["engaged_km"] for r in runs)
     count = sum(r["interventions"] for r in runs)
 
     def pooled(key: str, weight: str, squared: bool = False) -> float:
@@ -368,7 +386,9 @@ def aggregate_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "runs": len(runs),
-        "distance_km": km,
+        "distance_km": distance,
+        "engaged_km": km,
+        "autonomy": km / distance if distance > 0 else 0.0,
         "frames": frames,
         "mean_abs_offset_m": pooled("mean_abs_offset_m", "frames"),
         "rms_offset_m": pooled("rms_offset_m", "frames", squared=True),
@@ -388,7 +408,7 @@ def aggregate_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if runs and all("wall_s" in r for r in runs):
         out["wall_s"] = sum(r["wall_s"] for r in runs)
-        out["wall_s_per_km"] = out["wall_s"] / km if km > 0 else None
+        out["wall_s_per_km"] = out["wall_s"] / distance if distance > 0 else None
     return out
 
 
@@ -432,6 +452,7 @@ def drive_scene(
     *,
     speed: float | None = None,
     latency: float | None = None,
+    takeover: Policy | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Trajectory:
     """``drive_closed_loop`` in a scene: its road, rig, renderer (frames exactly as a dataset
@@ -450,6 +471,7 @@ def drive_scene(
         latency=latency,
         render=render,
         camera=scene_camera(scene),
+        takeover=takeover,
         progress=progress,
     )
 
