@@ -225,9 +225,13 @@ class RegressionUncertainty(_Summed):
     * ``spearman``: rank correlation of σ with |error| per image, averaged over images (images
       where either is constant are left out: the correlation is undefined there).
     * ``auroc``: AUROC of σ for spotting the task's outlier pixels (``BinnedAUROC``); pooled.
+    * ``sigma_scale``: the factor s that minimises the split's NLL when every σ is replaced by s·σ
+      (closed form: Laplace s = √2·mean(|e|/σ), Gaussian s = √mean((e/σ)²)); 1 for a σ that is
+      NLL-calibrated on average, above 1 for an overconfident one. Fitted on a validation split it
+      is post-hoc calibration by one scalar (the regression analogue of temperature scaling).
     """
 
-    _SUMS = ("nll_sum", "covered", "pixels", "spearman_sum", "spearman_images", "auroc")
+    _SUMS = ("nll_sum", "covered", "pixels", "spearman_sum", "spearman_images", "auroc", "scale_sum")
 
     def __init__(self, distribution: str = "laplace") -> None:
         nominal_coverage(1.0, distribution)  # refuses an unknown distribution now, not at compute()
@@ -238,6 +242,7 @@ class RegressionUncertainty(_Summed):
         self.spearman_sum = 0.0
         self.spearman_images = 0
         self.auroc = BinnedAUROC()
+        self.scale_sum = 0.0  # sum of |e|/σ (Laplace) or (e/σ)² (Gaussian): sigma_scale's statistic
 
     def merge(self, other: _Summed) -> None:
         # First in its owners' _SUMS, so a refused merge happens before anything was added.
@@ -252,6 +257,8 @@ class RegressionUncertainty(_Summed):
         std = np.clip(np.nan_to_num(std, nan=SIGMA_RANGE[1]), *SIGMA_RANGE)
         self.nll_sum += float(regression_nll(abs_error, std, self.distribution).sum())
         self.covered += [np.count_nonzero(abs_error <= k * std) for k in COVERAGE_SIGMAS]
+        ratio = abs_error / std
+        self.scale_sum += float(np.sum(ratio if self.distribution == "laplace" else np.square(ratio)))
         self.pixels += abs_error.size
         rho = spearman(std, abs_error)
         if math.isfinite(rho):
@@ -267,6 +274,8 @@ class RegressionUncertainty(_Summed):
             out[f"coverage_{k}sigma"] = float(covered / n) if n else float("nan")
         out["spearman"] = self.spearman_sum / self.spearman_images if self.spearman_images else float("nan")
         out["auroc"] = self.auroc.compute()
+        mean = self.scale_sum / n if n else float("nan")
+        out["sigma_scale"] = math.sqrt(2.0) * mean if self.distribution == "laplace" else math.sqrt(mean)
         return out
 
     def nominal(self) -> dict[str, Any]:
@@ -695,12 +704,14 @@ SCALAR_METRICS = (
     "disparity_nll",
     "disparity_coverage_1sigma",
     "disparity_coverage_2sigma",
+    "disparity_sigma_scale",
     "disparity_spearman",
     "disparity_auroc_d1",
     "depth_ause",
     "depth_nll",
     "depth_coverage_1sigma",
     "depth_coverage_2sigma",
+    "depth_sigma_scale",
     "depth_spearman",
     "depth_auroc_delta1",
     "coverage_nominal_1sigma",

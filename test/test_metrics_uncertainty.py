@@ -90,6 +90,28 @@ def test_overconfident_and_underconfident_sigma_are_caught() -> None:
     assert scores["right"]["disparity_nll"] < scores["large"]["disparity_nll"] - 0.5
 
 
+@pytest.mark.parametrize("distribution", ["laplace", "gaussian"])
+def test_sigma_scale_is_the_factor_that_minimises_the_nll(distribution: str) -> None:
+    """σ claimed 7x too small: the fitted scale is 7 (to the estimate's noise), it is where the NLL
+    over a grid of factors is lowest, and σ multiplied by it gets the nominal coverage back."""
+    rng = np.random.default_rng(3)
+    pred, truth, std = _disparity_case(rng, distribution)
+    claimed = std / SIGMA_CLAIMED
+    metrics = DisparityMetrics(distribution)
+    metrics.update(pred, truth, uncertainty=claimed)
+    scale = metrics.compute()["disparity_sigma_scale"]
+    assert scale == pytest.approx(SIGMA_CLAIMED, rel=0.01)
+    error = np.abs(pred - truth)
+    factors = scale * np.linspace(0.9, 1.1, 21)
+    nll = [regression_nll(error, f * claimed, distribution).mean() for f in factors]
+    assert int(np.argmin(nll)) == 10  # the closed form is the grid's minimum
+    rescaled = DisparityMetrics(distribution)
+    rescaled.update(pred, truth, uncertainty=scale * claimed)
+    out = rescaled.compute()
+    assert out["disparity_sigma_scale"] == pytest.approx(1.0, abs=1e-9)
+    assert out["disparity_coverage_2sigma"] == pytest.approx(nominal_coverage(2, distribution), abs=0.005)
+
+
 def test_gaussian_errors_read_as_laplace_miss_the_nominal_coverage() -> None:
     """The nominal value must follow the assumed distribution: Gaussian errors under a Laplace
     reading cover 68.3 % at ±1σ, 7 points short of Laplace's 75.7 %."""
