@@ -166,9 +166,16 @@ def test_shipped_steering_beats_steering_straight_on_held_out_drives(
     mode: str, held_out_drives: Path, tmp_path: Path
 ) -> None:
     """The shipped steering graph, run by `replay` as a user would, against the "steer straight"
-    baseline on the same scored frames. A head that ignored the images (a constant) or a runtime
-    that fed it the wrong frames would score at or above the baseline."""
+    baseline on the same scored frames, both scored against the lane keeper's commands (the heads'
+    `expert` labels, rebuilt from each drive's seed). A head that ignored the images (a constant) or a
+    runtime that fed it the wrong frames would score at or above the baseline. The steering read back
+    from the replay's predictions bag must be what replay scored against the bag's own (driven)
+    commands."""
+    from mtl_perception.data.rosbag_io import read_bag, steering_from_msg
     from mtl_perception.data.synthetic import read_steering
+    from mtl_perception.replay.prediction_bag import NAMESPACE
+    from mtl_perception.replay.session import PREDICTIONS_BAG
+    from mtl_perception.training.steering_data import expert_labels
 
     model_se, straight_se, scored = 0.0, 0.0, 0
     for index in range(STEERING_SEQUENCES):
@@ -181,14 +188,20 @@ def test_shipped_steering_beats_steering_straight_on_held_out_drives(
         steering = json.loads((out / "metrics.json").read_text())["steering"]
         # A full window of 16 consecutive frames: every frame from the 16th on is scored.
         assert steering["frames_scored"] == STEERING_FRAMES - 15
+        topic = f"{NAMESPACE}/steering"
+        predicted = np.degrees(
+            [steering_from_msg(m.msg) for m in read_bag(out / PREDICTIONS_BAG, [topic]) if m.topic == topic]
+        )
         truth = read_steering(layout.steering_path(held_out_drives, "test", sequence))
-        scored_truth = np.degrees([truth[frame] for frame in range(15, STEERING_FRAMES)])
-        model_se += steering["mse_deg2"] * steering["frames_scored"]
-        straight_se += float(np.sum(scored_truth**2))
-        scored += steering["frames_scored"]
+        driven = np.array([truth[frame] for frame in range(STEERING_FRAMES)], np.float32)
+        expert = np.degrees(expert_labels(held_out_drives, "test", sequence, driven)[15:])
+        assert len(predicted) == steering["frames_scored"]
+        assert np.mean((predicted - np.degrees(driven[15:])) ** 2) == pytest.approx(
+            steering["mse_deg2"], rel=1e-3
+        )
+        model_se += float(np.sum((predicted - expert) ** 2))
+        straight_se += float(np.sum(expert**2))
+        scored += len(predicted)
     model_mse, straight_mse = model_se / scored, straight_se / scored
     print(f"steering MSE {model_mse:.2f} deg^2, steer straight {straight_mse:.2f} deg^2 over {scored} frames")
-    # The bags record the driver's commands (`driven`); the heads learned the lane keeper's (`expert`),
-    # which the driver's wander moves away from. These drives measured stereo 2.22 and mono 0.86 vs
-    # 3.28 deg^2 (the heads before, trained on `driven` labels: 0.95 and 0.33).
     assert model_mse < 0.8 * straight_mse, (model_mse, straight_mse)
