@@ -99,3 +99,15 @@ def tiny_train_config(output_dir: Path, mode: str = "stereo", **train: Any) -> T
             "checkpoints": {"every_steps": 1000},
         }
     )
+
+
+def tiny_checkpoints(folder: Path, count: int, mode: str = "stereo") -> list[str]:
+    """``count`` untrained tiny networks (seeds 0..count-1) saved as ``folder/m<seed>.pt``."""
+    from mtl_perception.networks import build_model, model_config_from_dict, save_checkpoint
+
+    config = model_config_from_dict(tiny_model_dict(mode))
+    paths = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        paths.append(str(save_checkpoint(folder / f"m{seed}.pt", build_model(config), config)))
+    return paths

@@ -12,9 +12,9 @@ from types import ModuleType
 import pytest
 import torch
 from fixtures_data import make_synthetic
-from fixtures_training import tiny_model_dict
+from fixtures_training import tiny_checkpoints, tiny_model_dict
 
-from mtl_perception.networks import DeployModel, build_model, model_config_from_dict, save_checkpoint
+from mtl_perception.networks import DeployModel, build_model, model_config_from_dict
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -47,11 +47,7 @@ def test_the_factor_fitted_on_the_scored_split_lowers_its_nll(tmp_path: Path, mo
     """Fitted on the split it scores, the factor is that split's NLL minimum: the scaled NLL cannot be
     higher (it would be if the factor were applied the wrong way round)."""
     make_synthetic(tmp_path / "data", {"val": 2, "test": 2})
-    config = model_config_from_dict(tiny_model_dict("stereo"))
-    paths = []
-    for seed in range(2):
-        torch.manual_seed(seed)
-        paths.append(str(save_checkpoint(tmp_path / f"m{seed}.pt", build_model(config), config)))
+    paths = tiny_checkpoints(tmp_path, 2)
     out = tmp_path / "calibration.json"
     argv = ["sigma_calibration.py", "--model", f"single@0={paths[0]}", "--model", f"single@1={paths[1]}"]
     argv += ["--data", str(tmp_path / "data"), "--fit-split", "test", "--threads", "1", "--json", str(out)]

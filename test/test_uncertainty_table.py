@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 from fixtures_data import make_synthetic
-from fixtures_training import tiny_model_dict
+from fixtures_training import tiny_checkpoints
 
 from mtl_perception.data.datasets import build_dataset
-from mtl_perception.networks import build_model, model_config_from_dict, save_checkpoint
 
 
 def _script() -> ModuleType:
@@ -58,11 +57,7 @@ def test_corrupted_frames_change_the_views_and_keep_the_labels(tmp_path: Path) -
 def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, monkeypatch) -> None:
     make_synthetic(tmp_path / "data", {"test": 2})
     make_synthetic(tmp_path / "unseen", {"test": 2}, seed=3)
-    config = model_config_from_dict(tiny_model_dict("stereo"))
-    paths = []
-    for seed in range(2):
-        torch.manual_seed(seed)
-        paths.append(str(save_checkpoint(tmp_path / f"m{seed}.pt", build_model(config), config)))
+    paths = tiny_checkpoints(tmp_path, 2)
     out = tmp_path / "table.json"
     argv = [
         "uncertainty_table.py",
