@@ -25,15 +25,14 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
-from uncertainty_table import kind_of, load_row
+from uncertainty_table import group_repeats, load_row, parse_rows, spread, write_report
 
 from mtl_perception.data.datasets import build_dataset
 from mtl_perception.training.distill import GEOMETRY_KEYS
-from mtl_perception.training.evaluation import evaluate_model, json_safe
+from mtl_perception.training.evaluation import evaluate_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("nll", "coverage_1sigma", "coverage_2sigma")
@@ -86,14 +85,6 @@ def calibrate_row(
 
 def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per row kind: mean and std (ddof 1; 0 for one repeat) of the factor and every figure."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for label, row in rows.items():
-        grouped.setdefault(kind_of(label), []).append(row)
-
-    def spread(values: list[float]) -> dict[str, float]:
-        array = np.asarray(values, dtype=float)
-        return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0}
-
     return {
         kind: {
             "repeats": len(repeats),
@@ -105,7 +96,7 @@ def summarise(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 for f in FIGURES
             },
         }
-        for kind, repeats in grouped.items()
+        for kind, repeats in group_repeats(rows).items()
     }
 
 
@@ -149,11 +140,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     table = json.loads(args.rows.read_text()) if args.rows else {"rows": {}}
-    for text in args.model:
-        label, _, paths = text.partition("=")
-        if not paths:
-            raise SystemExit(f"--model {text!r}: expected LABEL=CKPT[,CKPT...]")
-        table["rows"][label] = {"checkpoints": paths.split(",")}
+    for label, paths in parse_rows(args.model):
+        table["rows"][label] = {"checkpoints": paths}
     if not table["rows"]:
         raise SystemExit("nothing to calibrate: give --rows and/or --model")
     root = args.data or Path(table.get("data", ROOT / "data" / "synthetic"))
@@ -173,11 +161,11 @@ def main() -> None:
             row["checkpoints"], root, args.fit_split, args.split, args.max_frames
         )
         print(f"{label}: factor {report['rows'][label]['sigma_scale']:.3f}", flush=True)
-        args.json.write_text(json.dumps(json_safe(report), indent=2) + "\n")  # resumable per row
+        write_report(args.json, report)  # resumable per row
     report["kinds"] = summarise(report["rows"])
     report["table"] = format_table(report["kinds"])
     print(report["table"])
-    args.json.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    write_report(args.json, report)
     print(f"wrote {args.json}")
 
 

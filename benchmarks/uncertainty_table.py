@@ -202,20 +202,37 @@ def kind_of(label: str) -> str:
     return label.split("@", 1)[0]
 
 
-def summarise_kinds(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per row kind: repeats, and the mean and standard deviation (ddof 1; 0 for one repeat) over its
-    repeats of every in-domain column, frames/s, and every out-of-domain set's figures."""
+def group_repeats(rows: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows by kind (``kind_of`` their label), in first-seen order."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for label, row in rows.items():
         grouped.setdefault(kind_of(label), []).append(row)
+    return grouped
 
-    def spread(values: list[float]) -> dict[str, float]:
-        array = np.asarray(values, dtype=float)
-        std = float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
-        return {"mean": float(np.mean(array)), "std": std}
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean and standard deviation (ddof 1; 0 for one value) of a figure over repeats."""
+    array = np.asarray(values, dtype=float)
+    std = float(np.std(array, ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": float(np.mean(array)), "std": std}
+
+
+def parse_rows(texts: list[str]) -> list[tuple[str, list[str]]]:
+    """``LABEL=CKPT[,CKPT...]`` options -> (label, checkpoints)."""
+    rows = []
+    for text in texts:
+        label, _, paths = text.partition("=")
+        if not paths:
+            raise SystemExit(f"--model {text!r}: expected LABEL=CKPT[,CKPT...]")
+        rows.append((label, paths.split(",")))
+    return rows
+
+
+def summarise_kinds(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per row kind: repeats, and the mean and standard deviation (ddof 1; 0 for one repeat) over its
+    repeats of every in-domain column, frames/s, and every out-of-domain set's figures."""
     summaries = {}
-    for kind, repeats in grouped.items():
+    for kind, repeats in group_repeats(rows).items():
         stereo = repeats[0]["mode"] == "stereo"
         columns = {
             name: spread([_value(row["in_domain"], key, stereo) for row in repeats])
@@ -294,12 +311,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    rows = []
-    for text in args.model:
-        label, _, paths = text.partition("=")
-        if not paths:
-            raise SystemExit(f"--model {text!r}: expected LABEL=CKPT[,CKPT...]")
-        rows.append((label, paths.split(",")))
+    rows = parse_rows(args.model)
 
     def limited(dataset: Dataset) -> Dataset:
         count = len(dataset) if args.max_frames <= 0 else min(args.max_frames, len(dataset))  # type: ignore[arg-type]

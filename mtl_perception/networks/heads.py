@@ -132,9 +132,8 @@ class SteeringHead(nn.Module):
     newest token has its own path because the learned queries stayed uniform over time when trained
     on a few thousand windows (measured: mean age of the attended frame 7.5 of 15 frames): pooling
     alone answered with the window's average, 0.75 s old at 10 Hz, and a lane keeper that late
-    weaves. Attention is written with matmul
-    and softmax rather than ``nn.MultiheadAttention`` so the exported graph is a few plain ops that
-    any ONNX Runtime or TensorRT version runs.
+    weaves. Attention is written with matmul and softmax rather than ``nn.MultiheadAttention`` so
+    the exported graph is a few plain ops that any ONNX Runtime or TensorRT version runs.
     """
 
     def __init__(
