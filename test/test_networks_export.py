@@ -51,9 +51,10 @@ def _assert_onnx_matches_torch(session: ort.InferenceSession, deploy: DeployMode
         tiny_stereo_config(),
         tiny_stereo_config(tasks=("semantic",)),
         tiny_stereo_config(tasks=("disparity",)),
+        tiny_stereo_config(hypothesis_selection=True, soft_argmin_radius=1),
         tiny_mono_config(),
     ],
-    ids=["stereo", "semantic_only", "disparity_only", "mono"],
+    ids=["stereo", "semantic_only", "disparity_only", "hypothesis_selection", "mono"],
 )
 def test_onnx_export_matches_torch_at_two_sizes(config, tmp_path):
     torch.manual_seed(0)

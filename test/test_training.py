@@ -254,6 +254,39 @@ def test_init_checkpoint_starts_from_its_weights_and_refuses_another_model(tmp_p
         Trainer(other, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
 
 
+def test_a_module_added_to_a_trained_net_trains_alone_and_the_rest_stays_as_loaded(tmp_path: Path) -> None:
+    """init_checkpoint + a model section that adds hypothesis selection + optim.trainable: the new
+    module starts fresh and trains, the refinement trains, every other weight and batch-norm
+    statistic stays bit-identical to the checkpoint (what keeps the steering head valid)."""
+    first = Trainer(
+        tiny_train_config(tmp_path / "a", max_steps=1),
+        train_set=ShiftedStereoDataset(2),
+        val_set=ShiftedStereoDataset(2),
+    )
+    first.train()
+    loaded = {name: tensor.clone() for name, tensor in first.model.state_dict().items()}
+    config = tiny_train_config(tmp_path / "b", max_steps=2, init_checkpoint=str(tmp_path / "a" / FINAL_NAME))
+    config.model["hypothesis_selection"] = True
+    config.optim.trainable = ("hypothesis_selection.", "refine.")
+    second = Trainer(config, train_set=ShiftedStereoDataset(4), val_set=ShiftedStereoDataset(2))
+    fresh = {name: tensor.clone() for name, tensor in second.model.state_dict().items()}
+    second.train()
+    after = second.model.state_dict()
+    trained = [name for name in after if name.startswith(("hypothesis_selection.", "refine."))]
+    assert any(not torch.equal(after[name], fresh[name]) for name in trained if "selection" in name)
+    assert any(not torch.equal(after[name], loaded[name]) for name in trained if name.startswith("refine."))
+    for name, tensor in after.items():
+        if name not in trained:
+            assert torch.equal(tensor, loaded[name]), name  # running statistics included
+
+    back = tiny_train_config(tmp_path / "c", init_checkpoint=str(tmp_path / "b" / FINAL_NAME))
+    with pytest.raises(UserError, match="lacks"):  # weights of a module this model does not have
+        Trainer(back, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
+    config.optim.trainable = ("no_such_module.",)
+    with pytest.raises(UserError, match="no_such_module"):
+        Trainer(config, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
+
+
 def test_frozen_backbone_levels_keep_their_weights_and_statistics(tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path, max_steps=2)
     config.optim.frozen_backbone_levels = 1

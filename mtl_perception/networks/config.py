@@ -79,6 +79,10 @@ class StereoNetConfig(_NetConfig):
     # Cross-task links need both tasks; a single-task config turns them off.
     link_seg_to_disparity: bool = True  # coarse-seg features feed the disparity aggregation
     link_attention: bool = True  # refined seg gated by attention over seg + disparity features
+    # Soft-argmin over the candidates within this many of the most probable one (0: over all).
+    soft_argmin_radius: int = 0
+    # 1/2-res pixels pick one of the matched disparities around them (networks/selection.py).
+    hypothesis_selection: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,6 +104,10 @@ class StereoNetConfig(_NetConfig):
             )
         if self.max_disparity >= self.input_size[1]:
             raise ValueError(f"max_disparity {self.max_disparity} must be below the input width")
+        if not 0 <= self.soft_argmin_radius < self.num_disparities:
+            raise ValueError(
+                f"soft_argmin_radius must be in 0..{self.num_disparities - 1}, got {self.soft_argmin_radius}"
+            )
 
     @property
     def num_disparities(self) -> int:

@@ -63,11 +63,14 @@ def group_correlation_volume(
 
 
 def match_distribution(
-    disparity_logits: torch.Tensor,
+    disparity_logits: torch.Tensor, radius: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(probabilities NxDxHxW, mean, standard deviation, peak probability Nx1xHxW) over the D candidates.
+    """(probabilities NxDxHxW, disparity, standard deviation, peak probability Nx1xHxW) over the D candidates.
 
-    The mean is the soft-argmin disparity in candidate units. The spread and the peak say how
+    The disparity is the soft-argmin in candidate units: over all candidates (``radius`` 0), or over
+    the candidates within ``radius`` of the most probable one. Where the distribution has two modes
+    (a pixel beside a depth jump) the full mean lands between them, on neither surface; the windowed
+    one stays on the stronger mode. The spread and the peak, always over all candidates, say how
     unambiguous the match is: what the uncertainty head reads.
     """
     probabilities = torch.softmax(disparity_logits, dim=1)
@@ -77,7 +80,14 @@ def match_distribution(
     mean = (probabilities * candidates).sum(dim=1, keepdim=True)
     variance = (probabilities * (candidates - mean) ** 2).sum(dim=1, keepdim=True)
     peak = probabilities.max(dim=1, keepdim=True).values
-    return probabilities, mean, variance.clamp_min(1e-6).sqrt(), peak
+    disparity = mean
+    if radius > 0:
+        mode = disparity_logits.argmax(dim=1, keepdim=True).to(probabilities.dtype)
+        near = torch.where(
+            (candidates - mode).abs() <= radius, probabilities, torch.zeros_like(probabilities)
+        )
+        disparity = (near * candidates).sum(dim=1, keepdim=True) / near.sum(dim=1, keepdim=True)
+    return probabilities, disparity, variance.clamp_min(1e-6).sqrt(), peak
 
 
 def interleave_half_candidates(logits: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,13 @@ One backbone sees both views in one batched call down to 1/16; only the left vie
 resolution with depthwise-separable convolutions and disparity is refined at 1/2 resolution, which
 keeps the heads well below the backbone's cost. Disparity is read from the matching cost by
 construction (``networks/matching.py``): a group-correlation volume aggregated by 3D convolutions,
-soft-argmin, and a 1/2-resolution refinement whose residual is bounded, so the right view cannot be
-bypassed. The coarse segmentation features are context for the cost aggregation
-(``link_seg_to_disparity``) and the refined segmentation is gated by attention over segmentation
-features and the match distribution (``link_attention``); both links switch off for ablations.
+soft-argmin (optionally windowed around the strongest mode), optionally a 1/2-resolution pick among
+the matched disparities around each pixel by how well the right view agrees
+(``networks/selection.py``: sharp depth edges), and a 1/2-resolution refinement whose residual is
+bounded, so the right view cannot be bypassed. The coarse segmentation features are context for
+the cost aggregation (``link_seg_to_disparity``) and the refined segmentation is gated by attention
+over segmentation features and the match distribution (``link_attention``); both links switch off
+for ablations.
 Everything is built from ops that export to ONNX with static shapes; the upsampling uses fixed
 scale factors. Input H and W must be multiples of 32 (at least 64).
 """
@@ -35,6 +38,7 @@ from mtl_perception.networks.matching import (
     group_correlation_volume,
     match_distribution,
 )
+from mtl_perception.networks.selection import HypothesisSelection
 
 # The 1/2-resolution refinement may move the matched disparity by at most this many 1/2-res pixels:
 # enough for sub-candidate detail (candidates are 2 of them apart), too little to replace the match.
@@ -94,6 +98,7 @@ class StereoMultiTaskNet(nn.Module):
                 SeparableConvBNReLU(config.refine_channels, config.refine_channels),
                 nn.Conv2d(config.refine_channels, 2, 3, padding=1),
             )
+            self.hypothesis_selection = HypothesisSelection() if config.hypothesis_selection else None
 
         if config.link_attention:
             # The segmentation reads the match distribution (D probabilities) and matching features.
@@ -122,16 +127,17 @@ class StereoMultiTaskNet(nn.Module):
         # Both views share one batched pass down to 1/16; only the left view goes on to 1/32.
         shared = self.backbone(torch.cat([left, right], dim=0), levels=3)
         if not self.semantic:
-            return self._disparity(left, shared, None)[0]
+            return self._disparity(left, right, shared, None)[0]
         left_features = self.backbone.extend([f[:batch] for f in shared])
         seg_features = self.seg_decoder(left_features[1:])
-        out, disparity_features = self._disparity(left, shared, seg_features)
+        out, disparity_features = self._disparity(left, right, shared, seg_features)
         segment = self._segment(left_features, disparity_features, seg_features, upsample_semantic_logits)
         return {**out, **segment}
 
     def _disparity(
         self,
         left: torch.Tensor,
+        right: torch.Tensor,
         pair_features: list[torch.Tensor],
         seg_features: torch.Tensor | None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -139,7 +145,8 @@ class StereoMultiTaskNet(nn.Module):
 
         ``pair_features`` are the 1/4..1/16 levels of left and right stacked on the batch axis.
         Returns the disparity outputs and the features the attention link reads (the match
-        probabilities beside the left matching features).
+        probabilities beside the left matching features). With ``hypothesis_selection`` the outputs
+        also hold the 1/2-res ``disparity_hypotheses`` and ``hypothesis_logits`` its loss reads.
         """
         batch = left.shape[0]
         matching = self.matching_decoder(pair_features)
@@ -155,18 +162,27 @@ class StereoMultiTaskNet(nn.Module):
         if self.config.link_seg_to_disparity:
             context.append(seg_features)
         logits = self.cost_aggregation(fine_volume, coarse_volume, torch.cat(context, dim=1))
-        probabilities, coarse_disparity, spread, peak = match_distribution(logits)
+        probabilities, coarse_disparity, spread, peak = match_distribution(
+            logits, self.config.soft_argmin_radius
+        )
 
         # Candidates are 1/4-res pixels; at 1/2 res a disparity is (4 / 2) times larger.
         up = COST_VOLUME_STRIDE // REFINE_STRIDE
-        disparity_half = upsample(coarse_disparity, up) * up
         scale = REFINE_STRIDE / self.config.max_disparity
-        match_quality = torch.cat(
-            [disparity_half * scale, upsample(torch.cat([spread * up * scale, peak], dim=1), up)], dim=1
-        )
-        guide = upsample(self.refine_guide(left_matching), up)
+        match_quality = upsample(torch.cat([spread * up * scale, peak], dim=1), up)
         image_half = F.avg_pool2d(left, REFINE_STRIDE)
-        refined = self.refine(torch.cat([match_quality, image_half, guide], dim=1))
+        selection: dict[str, torch.Tensor] = {}
+        if self.hypothesis_selection is None:
+            disparity_half = upsample(coarse_disparity, up) * up
+        else:
+            hypotheses, choice = self.hypothesis_selection(
+                coarse_disparity, image_half, F.avg_pool2d(right, REFINE_STRIDE), match_quality, scale
+            )
+            # A hard pick (see selection.py); its loss trains the logits, nothing flows through it.
+            disparity_half = hypotheses.gather(1, choice.argmax(dim=1, keepdim=True))
+            selection = {"disparity_hypotheses": hypotheses, "hypothesis_logits": choice}
+        guide = upsample(self.refine_guide(left_matching), up)
+        refined = self.refine(torch.cat([disparity_half * scale, match_quality, image_half, guide], dim=1))
         residual = MAX_REFINE_RESIDUAL * torch.tanh(refined[:, :1])
         disparity_half = F.relu(disparity_half + residual)
         disparity_features = torch.cat([probabilities, left_matching], dim=1)
@@ -174,6 +190,7 @@ class StereoMultiTaskNet(nn.Module):
             "disparity": upsample(disparity_half, REFINE_STRIDE) * REFINE_STRIDE,
             # A scale in 1/2-res pixels is REFINE_STRIDE times larger in input pixels.
             "disparity_log_scale": upsample(refined[:, 1:], REFINE_STRIDE) + math.log(REFINE_STRIDE),
+            **selection,
         }, disparity_features
 
     def _segment(

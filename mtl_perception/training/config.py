@@ -94,6 +94,8 @@ class LossConfig:
     coarse_semantic_ce: float = 0.4
     disparity: float = 1.0
     disparity_nll: float = 0.1
+    # Stereo nets with hypothesis selection: the pick among the matched disparities (losses.py).
+    disparity_choice: float = 1.0
     depth: float = 1.0
     depth_nll: float = 0.1
     regression: str = "smooth_l1"  # disparity regression: l1 | smooth_l1
@@ -113,6 +115,7 @@ class LossConfig:
             "coarse_semantic_ce",
             "disparity",
             "disparity_nll",
+            "disparity_choice",
             "depth",
             "depth_nll",
         )
@@ -132,6 +135,9 @@ class OptimConfig:
     # Backbone stages kept at their pretrained values, counted in pyramid levels: 1 = everything up
     # to the 1/4 features (stem and the first two block stages), 0 = none (Backbone.freeze).
     frozen_backbone_levels: int = 0
+    # Parameter-name prefixes that train (empty: all). Everything else keeps its loaded weights and
+    # batch-norm statistics, so a new module can be fitted without changing what the rest computes.
+    trainable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

@@ -112,6 +112,30 @@ def nll_loss(mean: Tensor, log_scale: Tensor, target: Tensor, valid: Tensor, dis
     return (0.5 * residual.square() * torch.exp(-2.0 * s) + s).mean()
 
 
+# A hypothesis counts as right within this many 1/2-res pixels of the truth (2 input px, under the
+# 3 px of KITTI's D1); the refinement after the pick adds the sub-pixel part.
+CHOICE_TOLERANCE = 1.0
+
+
+def hypothesis_choice_loss(hypotheses: Tensor, logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """-log of the probability the logits give to the hypotheses within ``CHOICE_TOLERANCE`` of the truth.
+
+    hypotheses, logits: NxKxhxw at 1/2 resolution (hypotheses in its pixels); target, valid: NxHxW at
+    the input resolution, read at every second pixel. Several hypotheses are often equal (inside a
+    surface all neighbours match alike), so the loss rewards the mass on all the right ones, not one
+    index. Pixels where no hypothesis is right teach nothing about the choice and are left out.
+    """
+    stride = target.shape[-1] // hypotheses.shape[-1]
+    target = target[:, ::stride, ::stride].unsqueeze(1) / stride
+    right = (hypotheses - target).abs() <= CHOICE_TOLERANCE
+    scored = valid[:, ::stride, ::stride] & right.any(dim=1)
+    if not scored.any():
+        return _zero_like(logits)
+    logits = logits.float()
+    right_mass = torch.logsumexp(logits.masked_fill(~right, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - right_mass)[scored].mean()
+
+
 def scale_invariant_log_loss(pred: Tensor, target: Tensor, valid: Tensor, lam: float) -> Tensor:
     """Eigen et al. (2014) log-depth loss, per image then averaged over images with valid pixels.
 
@@ -146,11 +170,11 @@ class MultiTaskLoss(nn.Module):
     """Weighted sum of the multi-task terms; ``forward`` returns ``(total, {name: term})``.
 
     Terms (present when the model has the output): ``semantic_ce``, ``semantic_lovasz``,
-    ``coarse_semantic_ce``, ``disparity`` + ``disparity_nll`` (stereo) or ``depth`` + ``depth_nll``
-    (mono). Both supervise every labelled pixel (``disparity_valid`` / ``depth_valid``), "infinitely
-    far" included: disparity where gt < ``max_disparity`` (far pixels have target 0, so a phantom
-    obstacle in the sky costs), depth with far (+inf) targets clamped to ``max_depth``, the farthest
-    the mono model can predict.
+    ``coarse_semantic_ce``, ``disparity`` + ``disparity_nll`` (and ``disparity_choice`` with
+    hypothesis selection) for stereo, or ``depth`` + ``depth_nll`` for mono. Both supervise every
+    labelled pixel (``disparity_valid`` / ``depth_valid``), "infinitely far" included: disparity
+    where gt < ``max_disparity`` (far pixels have target 0, so a phantom obstacle in the sky costs),
+    depth with far (+inf) targets clamped to ``max_depth``, the farthest the mono model can predict.
 
     ``focal_length`` (mono): the camera the network predicts depth for. Each sample's depth label is
     brought to it (depth * focal_length / fx: the same scene seen with a longer lens looks nearer),
@@ -197,6 +221,10 @@ class MultiTaskLoss(nn.Module):
             if "disparity_log_scale" in outputs:
                 log_scale = outputs["disparity_log_scale"].float()[:, 0]
                 terms["disparity_nll"] = nll_loss(pred.detach(), log_scale, gt, valid, self.distribution)
+            if "hypothesis_logits" in outputs:
+                terms["disparity_choice"] = hypothesis_choice_loss(
+                    outputs["disparity_hypotheses"].detach(), outputs["hypothesis_logits"], gt, valid
+                )
         if "depth" in outputs:
             pred = outputs["depth"].float()[:, 0]
             valid = geometry_valid(batch, "depth") & (batch["depth"] > 0)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from mtl_perception.errors import UserError
 from mtl_perception.training.config import OptimConfig
 
 
@@ -26,6 +27,22 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
         for (is_backbone, no_decay), params in sorted(groups.items())
     ]
     return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def freeze_except(model: nn.Module, prefixes: tuple[str, ...]) -> list[nn.Module]:
+    """Stop the gradient of every parameter not named ``<prefix>...``; returns the modules to hold in
+    eval mode during training (none of their parameters train and no trainable module is inside
+    them), so their batch-norm statistics stay as loaded too."""
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name, _ in model.named_parameters()):
+            raise UserError(f"optim.trainable: no parameter is named {prefix}*")
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(name.startswith(prefix) for prefix in prefixes))
+
+    def trains(name: str) -> bool:  # the module is, is inside, or holds a trainable one
+        return any(name.startswith(prefix) or prefix.startswith(f"{name}.") for prefix in prefixes)
+
+    return [module for name, module in model.named_modules() if name and not trains(name)]
 
 
 def lr_factor(step: int, total_steps: int, config: OptimConfig) -> float:

@@ -33,7 +33,7 @@ from mtl_perception.training.config import TrainConfig
 from mtl_perception.training.distill import DistillationLoss, NoTeacherTargets, TeacherTargets
 from mtl_perception.training.evaluation import evaluate_model, flat_scalars, model_inputs
 from mtl_perception.training.losses import MultiTaskLoss
-from mtl_perception.training.optim import build_optimizer, build_scheduler
+from mtl_perception.training.optim import build_optimizer, build_scheduler, freeze_except
 from mtl_perception.training.panels import add_panel, panel
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ class Trainer:
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         self.model = self._build_network().to(self.world.device)
         self.model.backbone.freeze(config.optim.frozen_backbone_levels)
+        self.frozen_modules = (
+            freeze_except(self.model, config.optim.trainable) if config.optim.trainable else []
+        )
         self.ddp: nn.Module = self.model
         if self.world.world_size > 1:
             ids = [self.world.device.index] if self.world.device.type == "cuda" else None
@@ -366,13 +369,23 @@ class Trainer:
 
         model, _, _ = load_checkpoint(path, map_location="cpu")
         try:
-            self.model.load_state_dict(model.state_dict())
+            # Modules this run's model section adds (e.g. hypothesis selection) start fresh; anything
+            # else that does not fit is an error.
+            missing, unexpected = self.model.load_state_dict(model.state_dict(), strict=False)
         except RuntimeError as exc:
             raise UserError(
                 f"train.init_checkpoint {path}: weights do not fit this run's model section ({exc})"
             ) from exc
+        if unexpected:
+            raise UserError(
+                f"train.init_checkpoint {path}: weights for modules this run's model section lacks: "
+                f"{', '.join(sorted(unexpected)[:5])}"
+            )
         if self.world.is_main:
             log.info("initial weights from %s", path)
+            if missing:
+                fresh = sorted({name.rsplit(".", 2)[0] for name in missing})
+                log.info("not in %s, initialised fresh: %s", path, ", ".join(fresh))
 
     def _resume(self) -> None:
         path = state_io.latest_state(self.output_dir)
@@ -413,6 +426,8 @@ class Trainer:
 
     def _train_step(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, float]]:
         self.ddp.train()
+        for module in self.frozen_modules:
+            module.eval()
         device = self.world.device
         batch = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
