@@ -164,6 +164,13 @@ def test_the_safety_driver_steers_while_the_window_fills_and_is_not_scored() -> 
     assert metrics["engaged_km"] == pytest.approx(metrics["distance_km"] * engaged.mean())
     assert metrics["mean_abs_offset_m"] == pytest.approx(np.abs(trajectory.offset[engaged]).mean())
     assert metrics["interventions_per_km"] == pytest.approx(len(times[1:]) / metrics["engaged_km"])
+    # The path (what the plot draws) says who steered each step: as many metres for the safety driver
+    # as its frames cover (within the rest of a frame at each reset).
+    assert trajectory.path_engaged.shape == trajectory.path_s.shape
+    driven = np.diff(trajectory.path_s, prepend=0.0)
+    manual_metres = np.nansum(np.where(trajectory.path_engaged, 0.0, driven))
+    frame_metres = SPEED / 10
+    assert abs(manual_metres - (~engaged).sum() * frame_metres) <= len(times) * frame_metres
     # Without the safety driver the held command (0) drives off the lane before the window is full.
     held = drive_closed_loop(road, Windowed(window), speed=SPEED, distance=150.0, latency=0.0)
     assert not held.engaged.any() and run_metrics(held)["engaged_km"] == 0.0

@@ -216,6 +216,7 @@ class Trajectory:
     path_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # per step; NaN row at resets
     path_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     path_offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    path_engaged: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # False: safety driver
     step_applied: np.ndarray = field(default_factory=lambda: np.zeros(0))  # command in effect per step
     render_seconds: float = 0.0
     policy_seconds: float = 0.0
@@ -254,6 +255,7 @@ def drive_closed_loop(
     pending: list[tuple[int, int, float]] = []  # (step it takes effect, frame, command)
     frames: dict[str, list[float]] = {k: [] for k in ("offset", "command", "applied", "latency", "engaged")}
     path_xy, path_s, path_offset = [xy.copy()], [s], [lateral - lane_centre]
+    path_engaged = [False]
     step_applied: list[float] = []
     interventions: list[Intervention] = []
     travelled, render_seconds, policy_seconds = 0.0, 0.0, 0.0
@@ -302,6 +304,7 @@ def drive_closed_loop(
                 path_xy += [xy.copy(), np.full(2, np.nan)]
                 path_s += [s, math.nan]
                 path_offset += [lateral - lane_centre, math.nan]
+                path_engaged += [frames["engaged"][-1], False]
                 xy, yaw = road.point(s, lane_centre)
                 s, lateral = road.project(xy, s)
                 pending.clear()
@@ -309,6 +312,7 @@ def drive_closed_loop(
             path_xy.append(xy.copy())
             path_s.append(s)
             path_offset.append(lateral - lane_centre)
+            path_engaged.append(frames["engaged"][-1])
         frame_index += 1
         if progress is not None:  # the last frame may overshoot: report no more than ``distance``
             progress(min(travelled, distance) - min(travelled - speed * substeps * dt, distance))
@@ -325,6 +329,7 @@ def drive_closed_loop(
         path_xy=np.asarray(path_xy),
         path_s=np.asarray(path_s),
         path_offset=np.asarray(path_offset),
+        path_engaged=np.asarray(path_engaged, bool),
         step_applied=np.asarray(step_applied),
         render_seconds=render_seconds,
         policy_seconds=policy_seconds,
@@ -478,7 +483,8 @@ def drive_scene(
 
 def plot_run(road: Road, trajectory: Trajectory, path: Path, title: str) -> Path:
     """Top-down view (road edges, lane lines, lane centre, driven path, interventions) and the lane
-    offset along the road, as a PNG."""
+    offset along the road, as a PNG. Stretches the safety driver steered (the policy had no command
+    yet) are drawn over the path in orange."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -502,6 +508,17 @@ def plot_run(road: Road, trajectory: Trajectory, path: Path, title: str) -> Path
     centre = xy - width / 2 * normal
     top.plot(centre[:, 0], centre[:, 1], color="tab:green", lw=0.8, label="lane centre")
     top.plot(trajectory.path_xy[:, 0], trajectory.path_xy[:, 1], color="tab:blue", lw=1.2, label="driven")
+    # NaN breaks the line, so only the safety driver's stretches are drawn.
+    manual = np.where(trajectory.path_engaged, np.nan, 1.0)
+    if len(trajectory.path_engaged) and not trajectory.path_engaged.all():
+        top.plot(
+            trajectory.path_xy[:, 0] * manual,
+            trajectory.path_xy[:, 1] * manual,
+            color="tab:orange",
+            lw=2.5,
+            alpha=0.7,
+            label="safety driver (model's window filling)",
+        )
     if trajectory.interventions:
         points = np.array([i.xy for i in trajectory.interventions])
         top.plot(points[:, 0], points[:, 1], "rx", ms=8, label=f"interventions ({len(points)})")
@@ -511,6 +528,8 @@ def plot_run(road: Road, trajectory: Trajectory, path: Path, title: str) -> Path
     top.legend(loc="best", fontsize=8)
     top.set_title(title)
     side.plot(trajectory.path_s, trajectory.path_offset, color="tab:blue", lw=1.0)
+    if len(trajectory.path_engaged):
+        side.plot(trajectory.path_s * manual, trajectory.path_offset, color="tab:orange", lw=2.0, alpha=0.7)
     for bound in (-width / 2, width / 2):
         side.axhline(bound, color="r", lw=0.8, ls="--")
     side.axhline(0.0, color="tab:green", lw=0.8)
