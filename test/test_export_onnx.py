@@ -105,6 +105,28 @@ def test_parity_detects_a_different_model(exported: Path) -> None:
     assert any("disparity" in failure for failure in report.failures)
 
 
+def test_geometry_parity_counts_pixels_within_tolerance_and_catches_a_wrong_border() -> None:
+    """A few flipped near-ties pass (hard per-pixel choices, see ParityTolerance); a wrong border
+    column or a shifted map fails; the maximum stays in the report either way."""
+    want = np.random.default_rng(0).uniform(0, 30, (1, 64, 128)).astype(np.float32)
+
+    def check(got: np.ndarray) -> object:
+        return check_parity(lambda _: {"disparity": want}, lambda _: {"disparity": got}, [{}])
+
+    flipped = want.copy()
+    flipped.flat[::256] += 4.0  # 0.4 % of the pixels
+    report = check(flipped)
+    assert report.passed and report.max_abs["disparity"] == pytest.approx(4.0)
+    assert report.within["disparity"] == pytest.approx(99.6, abs=0.01)
+    border = want.copy()
+    border[..., -2:] = 0.0  # 1.6 % of the pixels
+    assert not check(border).passed
+    assert not check(want + 0.1).passed
+    nan = want.copy()
+    nan[..., :4] = np.nan
+    assert not check(nan).passed
+
+
 def test_steering_graph_matches_torch_head_through_the_pipeline(exported: Path) -> None:
     steering_file = steering_path_for(exported)
     info = read_model_info(steering_file)

@@ -105,11 +105,14 @@ def test_tensorrt_backend_fails_with_one_clear_sentence(tmp_path: Path) -> None:
 # The engine against ONNX Runtime on the CPU (the reference export checks PyTorch against), on the
 # shipped models and real-looking frames. Limits: an FP32 engine may use TF32 on Ampere and newer,
 # so it is held to a few tenths of a pixel; FP16 (about 3 significant digits) to a pixel / meter,
-# 5e-2 on uncertainty and embedding, 97 % class agreement. A wrong input order, lost normalisation
-# or swapped outputs miss these by tens of pixels and tens of percent.
+# 5e-2 on embedding, 97 % class agreement and 97 % of the geometry pixels (hard per-pixel choices
+# flip on near-ties, more often at lower precision). A wrong input order, lost normalisation or
+# swapped outputs miss these by tens of pixels and tens of percent.
 ENGINE_TOLERANCE = {
     False: ParityTolerance(disparity=0.25, depth=0.25, other=1e-2, segmentation_agreement=99.0),
-    True: ParityTolerance(disparity=1.0, depth=1.0, other=5e-2, segmentation_agreement=97.0),
+    True: ParityTolerance(
+        disparity=1.0, depth=1.0, other=5e-2, segmentation_agreement=97.0, geometry_agreement=97.0
+    ),
 }
 
 

@@ -24,8 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, help="synthetic dataset root for parity frames (default: procedural)"
     )
     parser.add_argument("--frames", type=int, default=4, help="parity frames")
-    parser.add_argument("--tol-disparity", type=float, default=0.05, help="max abs disparity diff (pixels)")
-    parser.add_argument("--tol-depth", type=float, default=0.05, help="max abs depth diff (meters)")
+    parser.add_argument("--tol-disparity", type=float, default=0.05, help="disparity tolerance (pixels)")
+    parser.add_argument("--tol-depth", type=float, default=0.05, help="depth tolerance (meters)")
+    parser.add_argument(
+        "--tol-geometry-agreement",
+        type=float,
+        default=99.0,
+        help="min percent of disparity/depth pixels within their tolerance",
+    )
     parser.add_argument("--tol-other", type=float, default=1e-3, help="max abs diff of other float outputs")
     parser.add_argument("--tol-segmentation", type=float, default=99.5, help="min class agreement (percent)")
     parser.add_argument(
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         depth=args.tol_depth,
         other=args.tol_other,
         segmentation_agreement=args.tol_segmentation,
+        geometry_agreement=args.tol_geometry_agreement,
     )
     model, config, _meta = load_checkpoint(checkpoint)
     head, head_meta = (None, {})
