@@ -1,4 +1,5 @@
-"""Hypothesis selection (networks/selection.py): warping, ZNCC, the pick, its loss, the windowed soft-argmin.
+"""Hypothesis selection (networks/selection.py): warping, ZNCC, the pick, its loss, edge-keeping
+upsampling, and the windowed soft-argmin that goes with it.
 
 Known answers: the right view decides which matched disparity a pixel takes (the same left image and
 smeared matches give different picks for different right views), and a net with the selection
@@ -14,12 +15,14 @@ import torch.nn.functional as F
 from fixtures_networks import random_images, tiny_stereo_config
 
 from mtl_perception.networks import build_model
+from mtl_perception.networks.heads import upsample
 from mtl_perception.networks.matching import match_distribution
 from mtl_perception.networks.selection import (
     HYPOTHESIS_OFFSETS,
     ZNCC_WINDOWS,
     HypothesisSelection,
     shift_map,
+    upsample_keeping_edges,
     warp_right,
     zncc,
 )
@@ -66,16 +69,16 @@ def _zncc_only_selection() -> HypothesisSelection:
 
 
 def test_the_pick_follows_the_right_view_where_the_matching_smeared_the_edge():
-    """One left image and one set of smeared 1/4-res matches (edge at x = 64), two right views with
+    """One left image and one smeared disparity map (edge at x = 64), two right views with
     the depth edge 12 px apart: the ZNCC-only pick puts the edge where each right view has it; the
     plain upsampling, the same for both, cannot."""
     selection = _zncc_only_selection()
     left = torch.rand(1, 1, 64, 128, generator=torch.Generator().manual_seed(0)).expand(1, 3, 64, 128)
     errors, plain_errors = [], []
-    # The matching put the edge at 64 and blurred it over 2 cells either side (1/4 res: 2x coarser).
-    matched = torch.where(torch.arange(0, 128, 2) < 64, 12.0, 4.0).view(1, 1, 64)
-    coarse = F.avg_pool1d(matched, 5, stride=1, padding=2, count_include_pad=False)
-    coarse = (coarse / 2).view(1, 1, 1, 64).expand(1, 1, 32, 64)
+    # The matching put the edge at 64 and blurred it over 4 pixels either side.
+    matched = torch.where(torch.arange(128) < 64, 12.0, 4.0).view(1, 1, 128)
+    smeared = F.avg_pool1d(matched, 9, stride=1, padding=4, count_include_pad=False)
+    smeared = smeared.view(1, 1, 1, 128).expand(1, 1, 64, 128)
     for edge in (58, 70):
         truth = torch.where(torch.arange(128) < edge, 12.0, 4.0).expand(64, 128)
         right = torch.rand(1, 1, 64, 128, generator=torch.Generator().manual_seed(edge))
@@ -86,7 +89,7 @@ def test_the_pick_follows_the_right_view_where_the_matching_smeared_the_edge():
         right = right.expand(1, 3, 64, 128)
         quality = torch.zeros(1, 2, 64, 128)
         with torch.no_grad():
-            hypotheses, logits = selection(coarse, left, right, quality, 1 / 48)
+            hypotheses, logits = selection(smeared, left, right, quality, 1 / 48)
         picked = hypotheses.gather(1, logits.argmax(1, keepdim=True))[0, 0]
         band = slice(edge - 16, edge + 16)  # all visible: the near layer is left of its edge
         errors.append(float(((picked - truth).abs() > 1.5)[8:-8, band].float().mean()))
@@ -101,12 +104,32 @@ def test_choice_loss_rewards_the_mass_on_every_right_hypothesis_and_skips_pixels
     valid = torch.ones(1, 2, 4, dtype=torch.bool)
     # Pixel 0 of the 1/2-res row: hypotheses 0 and 1 are right; pixel 1: none (15 px) -> not scored.
     equal = torch.zeros(1, 3, 1, 2)
-    assert hypothesis_choice_loss(hypotheses, equal, target, valid).item() == pytest.approx(np.log(1.5))
+    assert hypothesis_choice_loss(hypotheses, equal, target, valid, 0.2).item() == pytest.approx(np.log(1.5))
     confident = torch.tensor([0.0, 0.0, -20.0]).view(1, 3, 1, 1).expand(1, 3, 1, 2)
-    assert hypothesis_choice_loss(hypotheses, confident, target, valid).item() < 1e-8
+    assert hypothesis_choice_loss(hypotheses, confident, target, valid, 0.2).item() < 1e-8
     wrong = torch.tensor([-20.0, -20.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 1, 2)
-    assert hypothesis_choice_loss(hypotheses, wrong, target, valid).item() > 19
-    assert hypothesis_choice_loss(hypotheses, wrong, target, torch.zeros_like(valid)).item() == 0.0
+    assert hypothesis_choice_loss(hypotheses, wrong, target, valid, 0.2).item() > 19
+    assert hypothesis_choice_loss(hypotheses, wrong, target, torch.zeros_like(valid), 0.2).item() == 0.0
+
+
+@pytest.mark.parametrize("balance", [0.2, 0.5])
+def test_choice_loss_gives_the_pixels_whose_own_match_is_wrong_their_share_whatever_their_count(balance):
+    hypotheses = torch.tensor([2.0, 9.0]).view(1, 2, 1, 1).expand(1, 2, 1, 4)
+    # 1/2-res truth: three pixels at 2 (own match right), one at 9 (own match wrong).
+    target = torch.tensor([4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 18.0, 18.0]).expand(1, 2, 8)
+    valid = torch.ones(1, 2, 8, dtype=torch.bool)
+    logits = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1).expand(1, 2, 1, 4)  # always prefers its own match
+    own_right, own_wrong = np.log1p(np.exp(-1.0)), np.log1p(np.exp(1.0))
+    loss = hypothesis_choice_loss(hypotheses, logits, target, valid, balance).item()
+    assert loss == pytest.approx((1 - balance) * own_right + balance * own_wrong)
+
+
+def test_upsampling_keeps_depth_jumps_and_interpolates_surfaces():
+    jump = torch.tensor([[4.0, 4.0, 20.0, 20.0]]).view(1, 1, 1, 4).expand(1, 1, 2, 4)
+    up = upsample_keeping_edges(jump, 2)[0, 0, 0]
+    assert set(up.tolist()) == {8.0, 40.0}  # no value between the two surfaces
+    ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 3, 8) * 0.4  # a slanted surface
+    torch.testing.assert_close(upsample_keeping_edges(ramp, 2), upsample(ramp, 2) * 2)
 
 
 def test_windowed_soft_argmin_stays_on_the_stronger_mode():

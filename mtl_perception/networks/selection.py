@@ -1,26 +1,29 @@
-"""Sharp depth edges at 1/2 resolution: each pixel picks one of the matched disparities around it.
+"""Sharp depth edges at 1/2 resolution: each pixel picks one of the disparities around it.
 
 The 1/4-resolution matching (``matching.py``) smears disparity across an object's outline: its
 features and the 1/8 aggregation see both sides of it, and the refinement's residual is bounded to a
 few pixels, so it cannot carry a pixel across a depth jump. On random-dot stereograms, where only
 matching shows an outline, that band held nearly all the errors (61 % wrong within 4 px of an
-outline, 19 % at 8-16 px, 0.6 % beyond; ``benchmarks/random_dot_edges.py``). Yet a 1/4 cell a few
-cells further inside the pixel's own surface holds the right disparity.
+outline, 19 % at 8-16 px, 0.6 % beyond; ``benchmarks/random_dot_edges.py``). Yet a pixel a little
+further inside the pixel's own surface holds the right disparity.
 
-So every 1/2-resolution pixel scores K hypotheses: the matched disparity of its own 1/4 cell and of
-the cells 2 and 4 away along each axis. The score of a hypothesis is how well the right view agrees
-with it there: zero-normalised cross-correlation (ZNCC) of 1/2-resolution intensity windows, left
-against right warped by the hypothesis. ZNCC is written here because no library op computes it on a
-per-pixel disparity map; it has no weights, so training cannot bend it toward colour edges, and it
-ignores gain and offset between the views. A small network, shared by all hypotheses, turns the
-ZNCC at two window sizes, the hypothesis' distance from the pixel's own match, the local texture and
-the match's spread and peak into one logit per hypothesis, so it can keep the pixel's own match
-where the image has too little texture to judge.
+So every 1/2-resolution pixel, after the refinement, scores K hypotheses: its own disparity and
+those of the pixels 4 and 8 away along each axis (2 and 4 cells of the 1/4 matching). A hypothesis
+scores by how well the right view agrees with it there: zero-normalised cross-correlation (ZNCC) of
+1/2-resolution intensity windows, left against right warped by the hypothesis. ZNCC is written here
+because no library op computes it on a per-pixel disparity map; it has no weights, so training
+cannot bend it toward colour edges, and it ignores gain and offset between the views. A small
+network, shared by all hypotheses, turns the ZNCC at two window sizes, the hypothesis' distance
+from the pixel's own disparity, the local texture and the match's spread and peak into one logit
+per hypothesis, so it can keep the pixel's own answer where the image has too little texture to
+judge.
 
 The pick is a hard argmax: a soft mix of foreground and background hypotheses is the smear again (a
 softmax-weighted version, reverted in 6e9b808, was wrong on 90 % of the pixels it was meant to fix).
-The choice is trained by its own loss (``training/losses.py``, ``disparity_choice``). Every hypothesis
-is a disparity the cost volume matched, so the pick cannot produce a disparity from the left view.
+The choice is trained by its own loss (``training/losses.py``, ``disparity_choice``). It comes
+after the refinement, which sees no match of its own and smoothed picked edges back toward the
+smear (+1.0 to +1.6 points of random-dot D1 when it came after the pick). Every hypothesis is a
+disparity the cost volume matched, so the pick cannot produce a disparity from the left view.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from torch import nn
 
 from mtl_perception.networks.heads import upsample
 
-# (dy, dx) in 1/4-resolution cells: the pixel's own cell, then 2 and 4 cells away along each axis
-# (the smeared band reaches 8-16 input px, i.e. 2-4 cells, from an outline).
-HYPOTHESIS_OFFSETS = ((0, 0), (0, -2), (0, 2), (-2, 0), (2, 0), (0, -4), (0, 4), (-4, 0), (4, 0))
+# (dy, dx) in 1/2-resolution pixels: the pixel itself, then 4 and 8 away along each axis (the smeared
+# band reaches 8-16 input px, i.e. 4-8 of these pixels, from an outline).
+HYPOTHESIS_OFFSETS = ((0, 0), (0, -4), (0, 4), (-4, 0), (4, 0), (0, -8), (0, 8), (-8, 0), (8, 0))
 ZNCC_WINDOWS = (5, 9)  # 1/2-resolution pixels: 10 and 18 input px
 
 
@@ -71,8 +74,27 @@ def zncc(left: torch.Tensor, warped: torch.Tensor, window: int) -> torch.Tensor:
     return covariance / variance.clamp_min(1e-8).sqrt()
 
 
+# A bilinear upsample that moves a pixel further than this (output pixels) from its nearest source
+# pixel is interpolating across a depth jump.
+FLYING_PIXEL_PX = 1.0
+
+
+def upsample_keeping_edges(disparity: torch.Tensor, factor: int) -> torch.Tensor:
+    """x ``factor`` upsampling of a disparity map (values scaled to the output's pixels) that is
+    bilinear on surfaces and nearest across depth jumps.
+
+    Bilinear interpolation across a jump invents disparities between the two surfaces ("flying
+    pixels": points floating in free space in a cloud or costmap, and a D1 error at every outline
+    pixel). Where the bilinear value strays from the nearest source value by more than
+    ``FLYING_PIXEL_PX`` the nearest one is kept; on slanted surfaces the two agree within a pixel.
+    """
+    smooth = upsample(disparity, factor) * factor
+    nearest = F.interpolate(disparity, scale_factor=float(factor), mode="nearest") * factor
+    return torch.where((smooth - nearest).abs() > FLYING_PIXEL_PX, nearest, smooth)
+
+
 class HypothesisSelection(nn.Module):
-    """1/4-res matched disparity + both views at 1/2 res -> (hypotheses, logits), each NxKxHxW at 1/2 res.
+    """1/2-res disparity + both views at 1/2 res -> (hypotheses, logits), each NxKxHxW.
 
     Hypotheses are in 1/2-resolution pixels. The caller picks ``hypotheses`` at ``logits.argmax(1)``.
     """
@@ -80,9 +102,9 @@ class HypothesisSelection(nn.Module):
     def __init__(self, channels: int = 16):
         super().__init__()
         self.num_hypotheses = len(HYPOTHESIS_OFFSETS)
-        # Per hypothesis: ZNCC at each window and the distance from the pixel's own match; shared by
-        # all: the left window's contrast, the match's spread and peak. 1x1 convolutions: the ZNCC
-        # windows already give the spatial support, and 1/2 res x K slices is the largest map here.
+        # Per hypothesis: ZNCC at each window and the distance from the pixel's own disparity; shared
+        # by all: the left window's contrast, the match's spread and peak. 1x1 convolutions: the
+        # ZNCC windows already give the spatial support, and 1/2 res x K slices is the largest map.
         features = len(ZNCC_WINDOWS) + 1 + 3
         self.score = nn.Sequential(
             nn.Conv2d(features, channels, 1),
@@ -94,18 +116,16 @@ class HypothesisSelection(nn.Module):
 
     def forward(
         self,
-        coarse_disparity: torch.Tensor,
+        disparity: torch.Tensor,
         left: torch.Tensor,
         right: torch.Tensor,
         match_quality: torch.Tensor,
         disparity_scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """coarse_disparity: Nx1x(H/2)x(W/2) in 1/4-res pixels; left, right: Nx3xHxW at 1/2 res, 0..1;
-        match_quality: Nx2xHxW (spread and peak, already scaled); ``disparity_scale`` maps 1/2-res
-        pixels to about 0..1 over the range."""
-        hypotheses = torch.cat(
-            [upsample(shift_map(coarse_disparity, dy, dx), 2) * 2 for dy, dx in HYPOTHESIS_OFFSETS], 1
-        )
+        """disparity: Nx1xHxW in pixels of this resolution; left, right: Nx3xHxW, 0..1; match_quality:
+        Nx2xHxW (spread and peak, already scaled); ``disparity_scale`` maps pixels to about 0..1 over
+        the range."""
+        hypotheses = torch.cat([shift_map(disparity, dy, dx) for dy, dx in HYPOTHESIS_OFFSETS], 1)
         left_gray, right_gray = left.mean(dim=1, keepdim=True), right.mean(dim=1, keepdim=True)
         warped = warp_right(right_gray, hypotheses)
         costs = [zncc(left_gray, warped, window) for window in ZNCC_WINDOWS]

@@ -5,13 +5,12 @@ One backbone sees both views in one batched call down to 1/16; only the left vie
 resolution with depthwise-separable convolutions and disparity is refined at 1/2 resolution, which
 keeps the heads well below the backbone's cost. Disparity is read from the matching cost by
 construction (``networks/matching.py``): a group-correlation volume aggregated by 3D convolutions,
-soft-argmin (optionally windowed around the strongest mode), optionally a 1/2-resolution pick among
-the matched disparities around each pixel by how well the right view agrees
-(``networks/selection.py``: sharp depth edges), and a 1/2-resolution refinement whose residual is
-bounded, so the right view cannot be bypassed. The coarse segmentation features are context for
-the cost aggregation (``link_seg_to_disparity``) and the refined segmentation is gated by attention
-over segmentation features and the match distribution (``link_attention``); both links switch off
-for ablations.
+soft-argmin (optionally windowed around the strongest mode) and a 1/2-resolution refinement whose
+residual is bounded, so the right view cannot be bypassed; optionally each 1/2-res pixel then picks
+one of the disparities around it by how well the right view agrees (``networks/selection.py``:
+sharp depth edges). The coarse segmentation features are context for the cost aggregation
+(``link_seg_to_disparity``) and the refined segmentation is gated by attention over segmentation
+features and the match distribution (``link_attention``); both links switch off for ablations.
 Everything is built from ops that export to ONNX with static shapes; the upsampling uses fixed
 scale factors. Input H and W must be multiples of 32 (at least 64).
 """
@@ -38,7 +37,7 @@ from mtl_perception.networks.matching import (
     group_correlation_volume,
     match_distribution,
 )
-from mtl_perception.networks.selection import HypothesisSelection
+from mtl_perception.networks.selection import HypothesisSelection, upsample_keeping_edges
 
 # The 1/2-resolution refinement may move the matched disparity by at most this many 1/2-res pixels:
 # enough for sub-candidate detail (candidates are 2 of them apart), too little to replace the match.
@@ -171,23 +170,27 @@ class StereoMultiTaskNet(nn.Module):
         scale = REFINE_STRIDE / self.config.max_disparity
         match_quality = upsample(torch.cat([spread * up * scale, peak], dim=1), up)
         image_half = F.avg_pool2d(left, REFINE_STRIDE)
-        selection: dict[str, torch.Tensor] = {}
-        if self.hypothesis_selection is None:
-            disparity_half = upsample(coarse_disparity, up) * up
-        else:
-            hypotheses, choice = self.hypothesis_selection(
-                coarse_disparity, image_half, F.avg_pool2d(right, REFINE_STRIDE), match_quality, scale
-            )
-            # A hard pick (see selection.py); its loss trains the logits, nothing flows through it.
-            disparity_half = hypotheses.gather(1, choice.argmax(dim=1, keepdim=True))
-            selection = {"disparity_hypotheses": hypotheses, "hypothesis_logits": choice}
+        disparity_half = upsample(coarse_disparity, up) * up
         guide = upsample(self.refine_guide(left_matching), up)
         refined = self.refine(torch.cat([disparity_half * scale, match_quality, image_half, guide], dim=1))
         residual = MAX_REFINE_RESIDUAL * torch.tanh(refined[:, :1])
         disparity_half = F.relu(disparity_half + residual)
+        selection: dict[str, torch.Tensor] = {}
+        if self.hypothesis_selection is not None:
+            # After the refinement: it sees no match of its own and would smooth a picked edge
+            # back toward the 1/4 smear (measured: +1.0 to +1.6 points of random-dot D1).
+            hypotheses, choice = self.hypothesis_selection(
+                disparity_half, image_half, F.avg_pool2d(right, REFINE_STRIDE), match_quality, scale
+            )
+            # A hard pick (see selection.py): the choice loss trains the logits; the disparity loss
+            # reaches the refinement through the picked value.
+            disparity_half = hypotheses.gather(1, choice.argmax(dim=1, keepdim=True))
+            selection = {"disparity_hypotheses": hypotheses, "hypothesis_logits": choice}
         disparity_features = torch.cat([probabilities, left_matching], dim=1)
         return {
-            "disparity": upsample(disparity_half, REFINE_STRIDE) * REFINE_STRIDE,
+            "disparity": upsample_keeping_edges(disparity_half, REFINE_STRIDE)
+            if selection
+            else upsample(disparity_half, REFINE_STRIDE) * REFINE_STRIDE,
             # A scale in 1/2-res pixels is REFINE_STRIDE times larger in input pixels.
             "disparity_log_scale": upsample(refined[:, 1:], REFINE_STRIDE) + math.log(REFINE_STRIDE),
             **selection,

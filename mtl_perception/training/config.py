@@ -96,6 +96,8 @@ class LossConfig:
     disparity_nll: float = 0.1
     # Stereo nets with hypothesis selection: the pick among the matched disparities (losses.py).
     disparity_choice: float = 1.0
+    # Share of the choice loss for the pixels whose own match is wrong (losses.hypothesis_choice_loss).
+    disparity_choice_balance: float = 0.3
     depth: float = 1.0
     depth_nll: float = 0.1
     regression: str = "smooth_l1"  # disparity regression: l1 | smooth_l1
@@ -106,6 +108,8 @@ class LossConfig:
             raise ValueError(f"regression must be one of {REGRESSION_LOSSES}, got {self.regression!r}")
         if not 0.0 <= self.silog_lambda <= 1.0:
             raise ValueError("silog_lambda must be in [0, 1]")
+        if not 0.0 < self.disparity_choice_balance < 1.0:
+            raise ValueError("disparity_choice_balance must be in (0, 1)")
 
     def weights(self) -> dict[str, float]:
         """Term name -> weight, for every term ``MultiTaskLoss`` can produce."""
