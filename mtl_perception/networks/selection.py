@@ -52,8 +52,9 @@ def warp_right(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
     """Right view Nx1xHxW sampled where each left pixel's disparity map (NxKxHxW, pixels of this
     resolution) says it matches: ``out[n, k, y, x] = right[n, 0, y, x - round(d[n, k, y, x])]``.
 
-    Whole pixels, so one GatherElements (ONNX) does it; the refinement after the pick adds the
-    sub-pixel part. Columns left of the image read its first column (those pixels have no match).
+    Whole pixels, so one GatherElements (ONNX) does it: the score is taken at the nearest whole
+    shift, the picked hypothesis keeps its sub-pixel value. Columns left of the image read its first
+    column (those pixels have no match).
     """
     width = right.shape[-1]
     columns = torch.arange(width, device=right.device).view(1, 1, 1, width)

@@ -113,7 +113,7 @@ def nll_loss(mean: Tensor, log_scale: Tensor, target: Tensor, valid: Tensor, dis
 
 
 # A hypothesis counts as right within this many 1/2-res pixels of the truth (2 input px, under the
-# 3 px of KITTI's D1); the refinement after the pick adds the sub-pixel part.
+# 3 px of KITTI's D1).
 CHOICE_TOLERANCE = 1.0
 
 
