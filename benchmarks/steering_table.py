@@ -17,8 +17,8 @@ fine-tuned variant, whose step costs a CNN stage per frame):
 Each row: k-fold cross-validation MSE over the training sequences (mean +- std of the held-out
 folds: what selection may use) and the MSE on the test split (scored once), in deg^2 of the
 front-wheel angle, beside the steer-straight and training-mean baselines. Every variant resumes
-from its finished folds and encoded frames; a variant whose metrics exist for the same config is
-not rerun.
+from its finished folds and encoded frames; a variant whose metrics exist for the same config and
+the same data (manifest digest) is not rerun.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from mtl_perception.training.steering import (
     run_steering_training,
     steering_config_from_dict,
 )
-from mtl_perception.training.steering_data import ENCODERS
+from mtl_perception.training.steering_data import ENCODERS, dataset_digest
 
 GLOBAL_VARIANT = "multitask_global"
 VARIANTS = (*ENCODERS, GLOBAL_VARIANT)
@@ -61,7 +61,8 @@ def variant_metrics(config_path: Path, variant: str, overrides: list[str]) -> di
     stored = Path(output_dir) / METRICS_FILE
     if stored.is_file():
         metrics = json.loads(stored.read_text())
-        if metrics.get("config") == json.loads(json.dumps(to_dict(config))):
+        same_config = metrics.get("config") == json.loads(json.dumps(to_dict(config)))
+        if same_config and metrics.get("dataset") == dataset_digest(Path(config.data.root)):
             return metrics
     return run_steering_training(config)
 

@@ -155,6 +155,12 @@ def test_steering_training_exports_a_head_the_runtime_runs_unchanged(driving_dat
     stamp = fold_file.stat().st_mtime_ns
     assert main(["train", "--config", str(steering_yaml)]) == 0
     assert fold_file.stat().st_mtime_ns == stamp
+    # Other data under the same root (a regenerated manifest) is not the same run: folds are redone.
+    manifest = driving_data / "manifest.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    assert main(["train", "--config", str(steering_yaml)]) == 0
+    assert fold_file.stat().st_mtime_ns != stamp
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"] != metrics["dataset"]
 
     head_file = tmp_path / "run" / "steering_head.pt"
     assert main(["export", str(checkpoint), "--frames", "1", "--steering", str(head_file)]) == 0

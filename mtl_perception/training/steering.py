@@ -33,6 +33,7 @@ from mtl_perception.training.steering_data import (
     EncoderTail,
     SequenceFeatures,
     cached_features,
+    dataset_digest,
     frame_period,
     window_index,
 )
@@ -274,11 +275,12 @@ class SteeringTrainer:
         return head, EncoderTail(backbone, self.grid, self.config.global_average)
 
     def _fingerprint(self) -> dict[str, Any]:
-        """What a stored result depends on: a fold file from another config is not reused."""
+        """What a stored result depends on: a fold file from another config, or from other data under
+        the same root (regenerated with more drives), is not reused."""
         config = to_dict(self.config)
         for name in ("output_dir", "cache_dir"):
             config.pop(name)
-        return config
+        return config | {"dataset": dataset_digest(Path(self.config.data.root))}
 
     def run_fold(self, fold: int) -> dict[str, Any]:
         path = self.output_dir / "folds" / f"fold_{fold}.json"
@@ -347,6 +349,7 @@ def run_steering_training(config: SteeringConfig) -> dict[str, Any]:
             "batch_size": config.optim.batch_size,
         },
         "config": to_dict(config),
+        "dataset": dataset_digest(Path(config.data.root)),
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     output = Path(config.output_dir)

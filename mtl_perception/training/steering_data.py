@@ -120,6 +120,12 @@ def weights_digest(module: nn.Module) -> str:
 
 
 @torch.no_grad()
+def dataset_digest(root: Path) -> str:
+    """Short digest of a dataset's manifest, which records the generator config and seeds: same
+    manifest, same frames. Regenerating a root with more sequences changes it."""
+    return hashlib.sha256(layout.manifest_path(root).read_bytes()).hexdigest()[:12]
+
+
 def encode_frames(
     backbone: Backbone,
     records: list[FrameRecord],
@@ -160,8 +166,7 @@ def cached_features(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "key.json").write_text(key + "\n")
     sequences = sequence_records(root, split)
-    # The manifest records the generator config and seeds: same manifest, same frames.
-    dataset = hashlib.sha256(layout.manifest_path(root).read_bytes()).hexdigest()[:12]
+    dataset = dataset_digest(root)
     result = []
     for name, records in tqdm(sequences.items(), desc=f"encoding {split} ({encoder})", unit="seq"):
         path = directory / f"{dataset}_{split}_{name}.npz"
