@@ -37,7 +37,8 @@ def freeze_except(model: nn.Module, prefixes: tuple[str, ...]) -> list[nn.Module
         if not any(name.startswith(prefix) for name, _ in model.named_parameters()):
             raise UserError(f"optim.trainable: no parameter is named {prefix}*")
     for name, param in model.named_parameters():
-        param.requires_grad_(any(name.startswith(prefix) for prefix in prefixes))
+        if not any(name.startswith(prefix) for prefix in prefixes):
+            param.requires_grad_(False)  # never on: what another rule froze stays frozen
 
     def trains(name: str) -> bool:  # the module is, is inside, or holds a trainable one
         return any(name.startswith(prefix) or prefix.startswith(f"{name}.") for prefix in prefixes)
