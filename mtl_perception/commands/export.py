@@ -24,16 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, help="synthetic dataset root for parity frames (default: procedural)"
     )
     parser.add_argument("--frames", type=int, default=4, help="parity frames")
-    parser.add_argument("--tol-disparity", type=float, default=0.05, help="disparity tolerance (pixels)")
-    parser.add_argument("--tol-depth", type=float, default=0.05, help="depth tolerance (meters)")
+    from mtl_perception.export.parity import ParityTolerance  # numpy only: cheap at start-up
+
+    # Defaults from ParityTolerance: one place says what passes.
+    tolerance = ParityTolerance()
+    parser.add_argument(
+        "--tol-disparity", type=float, default=tolerance.disparity, help="disparity tolerance (pixels)"
+    )
+    parser.add_argument("--tol-depth", type=float, default=tolerance.depth, help="depth tolerance (meters)")
     parser.add_argument(
         "--tol-geometry-agreement",
         type=float,
-        default=99.0,
+        default=tolerance.geometry_agreement,
         help="min percent of disparity/depth pixels within their tolerance",
     )
-    parser.add_argument("--tol-other", type=float, default=1e-3, help="max abs diff of other float outputs")
-    parser.add_argument("--tol-segmentation", type=float, default=99.5, help="min class agreement (percent)")
+    parser.add_argument(
+        "--tol-other", type=float, default=tolerance.other, help="max abs diff of other float outputs"
+    )
+    parser.add_argument(
+        "--tol-segmentation",
+        type=float,
+        default=tolerance.segmentation_agreement,
+        help="min class agreement (percent)",
+    )
     parser.add_argument(
         "--steering",
         type=Path,

@@ -62,16 +62,19 @@ def warp_right(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
     return torch.gather(right.expand_as(disparity), 3, index)
 
 
+def window_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over each pixel's ``window`` x ``window`` neighbourhood (the part inside the image)."""
+    return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+
+
 def zncc(left: torch.Tensor, warped: torch.Tensor, window: int) -> torch.Tensor:
     """Zero-normalised cross-correlation of ``window`` x ``window`` neighbourhoods, per channel, in
     [-1, 1] (0 where either window is flat). ``left`` broadcasts over ``warped``'s channels."""
-
-    def mean(x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
-
-    left_mean, warped_mean = mean(left), mean(warped)
-    covariance = mean(left * warped) - left_mean * warped_mean
-    variance = (mean(left * left) - left_mean.square()) * (mean(warped * warped) - warped_mean.square())
+    left_mean, warped_mean = window_mean(left, window), window_mean(warped, window)
+    covariance = window_mean(left * warped, window) - left_mean * warped_mean
+    variance = (window_mean(left * left, window) - left_mean.square()) * (
+        window_mean(warped * warped, window) - warped_mean.square()
+    )
     return covariance / variance.clamp_min(1e-8).sqrt()
 
 
@@ -132,11 +135,8 @@ class HypothesisSelection(nn.Module):
         costs = [zncc(left_gray, warped, window) for window in ZNCC_WINDOWS]
         distance = (hypotheses - hypotheses[:, :1]).abs() * disparity_scale
         window = ZNCC_WINDOWS[0]
-        contrast = F.avg_pool2d(left_gray, window, 1, window // 2, count_include_pad=False)
-        contrast = (
-            F.avg_pool2d(left_gray.square(), window, 1, window // 2, count_include_pad=False)
-            - contrast.square()
-        ).clamp_min(0.0).sqrt() * 4.0  # image std of ~0.25 -> 1
+        variance = window_mean(left_gray.square(), window) - window_mean(left_gray, window).square()
+        contrast = variance.clamp_min(0.0).sqrt() * 4.0  # image std of ~0.25 -> 1
         shared = torch.cat([contrast, match_quality], dim=1)
         batch, count, height, width = hypotheses.shape
         per_hypothesis = torch.stack([*costs, distance], dim=2)  # NxKxFxHxW
