@@ -21,7 +21,9 @@ from mtl_perception.networks.selection import (
     HYPOTHESIS_OFFSETS,
     ZNCC_WINDOWS,
     HypothesisSelection,
+    pick_log_scale,
     shift_map,
+    source_difference,
     upsample_keeping_edges,
     warp_right,
     zncc,
@@ -51,6 +53,20 @@ def test_warping_by_the_true_disparity_rebuilds_the_left_view_and_its_zncc_is_on
 def test_zncc_ignores_gain_and_offset_between_the_views():
     left = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(zncc(left, 0.5 * left + 0.2, 5), torch.ones(1, 1, 16, 16), atol=1e-3, rtol=0)
+
+
+def test_source_difference_is_zero_inside_a_surface_and_the_colour_step_across_an_outline():
+    left = torch.zeros(1, 3, 12, 24)
+    left[..., 12:] = torch.tensor([0.9, 0.3, 0.6]).view(1, 3, 1, 1)  # mean step 0.6 at x = 12
+    difference = source_difference(left)[0]
+    assert difference.shape == (len(HYPOTHESIS_OFFSETS), 12, 24)
+    assert difference[0].abs().max() == 0  # the pixel's own disparity
+    for k, (dy, dx) in enumerate(HYPOTHESIS_OFFSETS):
+        crosses = torch.zeros(24, dtype=torch.bool)
+        if dx:
+            source_column = (torch.arange(24) + dx).clamp(0, 23)
+            crosses = (source_column >= 12) != (torch.arange(24) >= 12)
+        torch.testing.assert_close(difference[k, 6], crosses.float() * 0.6, msg=str((dy, dx)))
 
 
 def _zncc_only_selection() -> HypothesisSelection:
@@ -122,6 +138,31 @@ def test_choice_loss_gives_the_pixels_whose_own_match_is_wrong_their_share_whate
     own_right, own_wrong = np.log1p(np.exp(-1.0)), np.log1p(np.exp(1.0))
     loss = hypothesis_choice_loss(hypotheses, logits, target, valid, balance).item()
     assert loss == pytest.approx((1 - balance) * own_right + balance * own_wrong)
+    # Pixels where every hypothesis is right (plain sky, open road) have nothing to choose: any
+    # number of them leaves the loss as it is.
+    uncontested = torch.tensor([2.0, 2.0]).view(1, 2, 1, 1).expand(1, 2, 1, 12)
+    padded = hypothesis_choice_loss(
+        torch.cat([hypotheses, uncontested], dim=-1),
+        torch.cat([logits, logits[..., :1].expand(1, 2, 1, 12)], dim=-1),
+        torch.cat([target, torch.full((1, 2, 24), 4.0)], dim=-1),
+        torch.ones(1, 2, 32, dtype=torch.bool),
+        balance,
+    ).item()
+    assert padded == pytest.approx(loss)
+
+
+@pytest.mark.parametrize(
+    ("distribution", "widened"), [("laplace", 0.5 + 4.0), ("gaussian", (0.25 + 32.0) ** 0.5)]
+)
+def test_the_scale_widens_by_the_choice_distributions_distance_from_the_pick(distribution, widened):
+    hypotheses = torch.tensor([2.0, 10.0]).view(1, 2, 1, 1)
+    log_scale = torch.full((1, 1, 1, 1), np.log(0.5))
+    picked = hypotheses[:, :1]
+    sure = torch.tensor([30.0, 0.0]).view(1, 2, 1, 1)
+    torch.testing.assert_close(pick_log_scale(log_scale, hypotheses, sure, picked, distribution), log_scale)
+    torn = torch.zeros(1, 2, 1, 1)  # half the mass 8 px from the pick
+    got = pick_log_scale(log_scale, hypotheses, torn, picked, distribution)
+    assert got.exp().item() == pytest.approx(widened)
 
 
 def test_upsampling_keeps_depth_jumps_and_interpolates_surfaces():
@@ -138,7 +179,7 @@ def test_windowed_soft_argmin_stays_on_the_stronger_mode():
     _, full, spread, _ = match_distribution(logits)
     _, windowed, windowed_spread, _ = match_distribution(logits, radius=2)
     assert 3.0 < full.item() < 8.0
-    assert windowed.item() == pytest.approx(2.0, abs=1e-4)
+    assert windowed.item() == pytest.approx(2.0, abs=1e-8)
     torch.testing.assert_close(windowed_spread, spread)  # the uncertainty still sees both modes
 
 
@@ -161,3 +202,29 @@ def test_selection_leaves_segmentation_and_embedding_as_they_were_and_exposes_it
 def test_config_refuses_a_window_beyond_the_candidates():
     with pytest.raises(ValueError, match="soft_argmin_radius"):
         tiny_stereo_config(soft_argmin_radius=-1)
+
+
+def test_the_selection_temperature_changes_the_uncertainty_only():
+    torch.manual_seed(0)
+    plain = build_model(tiny_stereo_config(soft_argmin_radius=1)).eval()
+    nets = {
+        temperature: build_model(
+            tiny_stereo_config(
+                hypothesis_selection=True, soft_argmin_radius=1, selection_temperature=temperature
+            )
+        ).eval()
+        for temperature in (1e-8, 1.0)
+    }
+    nets[1.0].load_state_dict(plain.state_dict(), strict=False)
+    nets[1e-8].load_state_dict(nets[1.0].state_dict())
+    left, right = random_images(2, batch=1)
+    with torch.no_grad():
+        base, sure, soft = plain(left, right), nets[1e-8](left, right), nets[1.0](left, right)
+    for name in ("disparity", "semantic_logits", "hypothesis_logits"):
+        torch.testing.assert_close(sure[name], soft[name], msg=name)
+    # All the mass on the pick: the refinement's own scale; spread over the hypotheses: wider.
+    torch.testing.assert_close(sure["disparity_log_scale"], base["disparity_log_scale"])
+    assert (soft["disparity_log_scale"] >= base["disparity_log_scale"] - 1e-6).all()
+    assert (soft["disparity_log_scale"] > base["disparity_log_scale"] + 1e-3).any()
+    with pytest.raises(ValueError, match="selection_temperature"):
+        tiny_stereo_config(hypothesis_selection=True, selection_temperature=0.0)

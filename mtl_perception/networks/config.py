@@ -83,6 +83,9 @@ class StereoNetConfig(_NetConfig):
     soft_argmin_radius: int = 0
     # 1/2-res pixels pick one of the matched disparities around them (networks/selection.py).
     hypothesis_selection: bool = False
+    # Temperature of the pick's softmax in its uncertainty (selection.pick_log_scale), fitted after
+    # training on the validation split (benchmarks/pick_temperature.py); the pick itself is an argmax.
+    selection_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,6 +107,8 @@ class StereoNetConfig(_NetConfig):
             )
         if self.max_disparity >= self.input_size[1]:
             raise ValueError(f"max_disparity {self.max_disparity} must be below the input width")
+        if not self.selection_temperature > 0:
+            raise ValueError(f"selection_temperature must be > 0, got {self.selection_temperature}")
         if not 0 <= self.soft_argmin_radius < self.num_disparities:
             raise ValueError(
                 f"soft_argmin_radius must be in 0..{self.num_disparities - 1}, got {self.soft_argmin_radius}"

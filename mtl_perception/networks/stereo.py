@@ -37,7 +37,7 @@ from mtl_perception.networks.matching import (
     group_correlation_volume,
     match_distribution,
 )
-from mtl_perception.networks.selection import HypothesisSelection, upsample_keeping_edges
+from mtl_perception.networks.selection import HypothesisSelection, pick_log_scale, upsample_keeping_edges
 
 # The 1/2-resolution refinement may move the matched disparity by at most this many 1/2-res pixels:
 # enough for sub-candidate detail (candidates are 2 of them apart), too little to replace the match.
@@ -175,6 +175,7 @@ class StereoMultiTaskNet(nn.Module):
         refined = self.refine(torch.cat([disparity_half * scale, match_quality, image_half, guide], dim=1))
         residual = MAX_REFINE_RESIDUAL * torch.tanh(refined[:, :1])
         disparity_half = F.relu(disparity_half + residual)
+        log_scale_half = refined[:, 1:]
         selection: dict[str, torch.Tensor] = {}
         if self.hypothesis_selection is not None:
             # After the refinement: it sees no match of its own and would smooth a picked edge
@@ -186,13 +187,20 @@ class StereoMultiTaskNet(nn.Module):
             # reaches the refinement through the picked value.
             disparity_half = hypotheses.gather(1, choice.argmax(dim=1, keepdim=True))
             selection = {"disparity_hypotheses": hypotheses, "hypothesis_logits": choice}
+            log_scale_half = pick_log_scale(
+                log_scale_half,
+                hypotheses,
+                choice / self.config.selection_temperature,
+                disparity_half,
+                self.config.uncertainty_distribution,
+            )
         disparity_features = torch.cat([probabilities, left_matching], dim=1)
         return {
             "disparity": upsample_keeping_edges(disparity_half, REFINE_STRIDE)
             if selection
             else upsample(disparity_half, REFINE_STRIDE) * REFINE_STRIDE,
             # A scale in 1/2-res pixels is REFINE_STRIDE times larger in input pixels.
-            "disparity_log_scale": upsample(refined[:, 1:], REFINE_STRIDE) + math.log(REFINE_STRIDE),
+            "disparity_log_scale": upsample(log_scale_half, REFINE_STRIDE) + math.log(REFINE_STRIDE),
             **selection,
         }, disparity_features
 

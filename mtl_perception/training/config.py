@@ -98,6 +98,9 @@ class LossConfig:
     disparity_choice: float = 1.0
     # Share of the choice loss for the pixels whose own match is wrong (losses.hypothesis_choice_loss).
     disparity_choice_balance: float = 0.3
+    # Weight, within its share, of the "infinitely far" pixels (sky): a pick that gives them a near
+    # disparity puts a phantom obstacle in the depth map.
+    disparity_choice_far_weight: float = 1.0
     depth: float = 1.0
     depth_nll: float = 0.1
     regression: str = "smooth_l1"  # disparity regression: l1 | smooth_l1
@@ -110,6 +113,8 @@ class LossConfig:
             raise ValueError("silog_lambda must be in [0, 1]")
         if not 0.0 < self.disparity_choice_balance < 1.0:
             raise ValueError("disparity_choice_balance must be in (0, 1)")
+        if not self.disparity_choice_far_weight > 0:
+            raise ValueError("disparity_choice_far_weight must be > 0")
 
     def weights(self) -> dict[str, float]:
         """Term name -> weight, for every term ``MultiTaskLoss`` can produce."""

@@ -118,32 +118,42 @@ CHOICE_TOLERANCE = 1.0
 
 
 def hypothesis_choice_loss(
-    hypotheses: Tensor, logits: Tensor, target: Tensor, valid: Tensor, balance: float
+    hypotheses: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    valid: Tensor,
+    balance: float,
+    far_weight: float = 1.0,
 ) -> Tensor:
     """-log of the probability the logits give to the hypotheses within ``CHOICE_TOLERANCE`` of the truth.
 
     hypotheses, logits: NxKxhxw at 1/2 resolution (hypotheses in its pixels, the pixel's own match
     first); target, valid: NxHxW at the input resolution, read at every second pixel. Several
     hypotheses are often equal (inside a surface all neighbours match alike), so the loss rewards the
-    mass on all the right ones, not one index. Pixels where no hypothesis is right teach nothing about
-    the choice and are left out. The pixels where the own match is wrong (near outlines: a few
-    percent) get the share ``balance`` of the loss, all the others 1 - ``balance``. Pooled (their
-    own share, ~0.03) the choice learned to keep the own match whatever the right view says: its
-    pick left 5.6 % of random-dot pixels wrong where the best ZNCC alone left 3.0 %. At 0.5 it
-    switched too readily on driving scenes (validation D1 0.6 -> 2.6 %).
+    mass on all the right ones, not one index. Pixels where no hypothesis is right, or every one is,
+    teach nothing about the choice and are left out. Of the others (near outlines), those where the
+    own match is wrong get the share ``balance`` of the loss, those where it is right 1 - ``balance``.
+    Pooled, the choice learned to keep the own match whatever the right view says: its pick left
+    5.6 % of random-dot pixels wrong where the best ZNCC alone left 3.0 %. Balanced against every
+    own-right pixel (before ``contested``), a frame's plain sky and road diluted the sky beside
+    poles and trees, and the pick moved 4 % of the sky onto them. Within each share the
+    "infinitely far" pixels (truth 0) weigh ``far_weight``: there a wrong pick is a phantom obstacle.
     """
     stride = target.shape[-1] // hypotheses.shape[-1]
     target = target[:, ::stride, ::stride].unsqueeze(1) / stride
     right = (hypotheses - target).abs() <= CHOICE_TOLERANCE
-    scored = valid[:, ::stride, ::stride] & right.any(dim=1)
-    if not scored.any():
+    contested = valid[:, ::stride, ::stride] & right.any(dim=1) & ~right.all(dim=1)
+    if not contested.any():
         return _zero_like(logits)
     logits = logits.float()
     right_mass = torch.logsumexp(logits.masked_fill(~right, float("-inf")), dim=1)
     loss = torch.logsumexp(logits, dim=1) - right_mass
     own_right = right[:, 0]
-    groups = [(scored & own_right, 1.0 - balance), (scored & ~own_right, balance)]
-    shares = [(loss[group].mean(), share) for group, share in groups if group.any()]
+    groups = [(contested & own_right, 1.0 - balance), (contested & ~own_right, balance)]
+    weight = torch.where(target[:, 0] == 0, far_weight, 1.0)
+    shares = [
+        ((loss * weight)[group].sum() / weight[group].sum(), share) for group, share in groups if group.any()
+    ]
     return sum(value * share for value, share in shares) / sum(share for _, share in shares)
 
 
@@ -239,6 +249,7 @@ class MultiTaskLoss(nn.Module):
                     gt,
                     valid,
                     cfg.disparity_choice_balance,
+                    cfg.disparity_choice_far_weight,
                 )
         if "depth" in outputs:
             pred = outputs["depth"].float()[:, 0]
