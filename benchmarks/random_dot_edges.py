@@ -43,18 +43,25 @@ def band_name(low: int, high: int | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/stereo_default.onnx"))
-    parser.add_argument("--seeds", type=int, default=6, help="stereograms 0..N-1 (the probe uses one)")
+    parser.add_argument("--seeds", type=int, default=6, help="how many stereograms (the probe uses one)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first..first+N-1; choose models on seeds away from 0..5, which are reported",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     backend = create_backend("onnxruntime", str(args.model), threads=args.threads)
     try:
         pipeline = Pipeline(backend)
         size, max_disparity = backend.info.input_size, backend.info.max_disparity
         wrong_by_band = {band_name(*band): [0, 0] for band in BANDS}
         per_seed = []
-        for seed in range(args.seeds):
+        for seed in seeds:
             left, right, truth, visible = random_dot_stereogram(
                 size, max_disparity, np.random.default_rng(seed)
             )
@@ -78,13 +85,13 @@ def main() -> None:
     }
     report = {
         "model": str(args.model),
-        "seeds": args.seeds,
+        "seeds": list(seeds),
         "d1_per_seed": per_seed,
         "d1_mean": float(np.mean(per_seed)),
         "by_distance_to_edge": bands,
     }
     print(
-        f"{args.model}: random-dot D1 {report['d1_mean']:.1%} (seeds 0..{args.seeds - 1}: "
+        f"{args.model}: random-dot D1 {report['d1_mean']:.1%} (seeds {seeds[0]}..{seeds[-1]}: "
         + ", ".join(f"{d:.1%}" for d in per_seed)
         + ")"
     )
