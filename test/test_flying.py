@@ -222,5 +222,5 @@ def test_family_is_validated_and_reaches_the_config_from_the_command(
     with pytest.raises(CapturedError):
         main(["generate", "--family", "flying", "--out", str(tmp_path / "f")])
     assert [c.family for c in configs] == ["flying"]
-    driving_manifest = generator._manifest_config(GeneratorConfig())
+    driving_manifest = generator.manifest_config(GeneratorConfig())
     assert "family" not in driving_manifest and "flying" not in driving_manifest

@@ -109,10 +109,9 @@ def test_weighted_mse_weights_each_error_by_exp_lambda_abs_target():
     assert float(weighted_mse(prediction, target, 2.0)) == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.fixture(scope="module")
-def driving_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("steering") / "data"
-    config = GeneratorConfig(
+def driving_data_config() -> GeneratorConfig:
+    """Two tiny training drives and one test drive."""
+    return GeneratorConfig(
         width=128,
         height=64,
         sequences={"train": 2, "test": 1},
@@ -121,7 +120,12 @@ def driving_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         density=0.5,
         rate_hz=5.0,  # not the default, so the head's recorded frame period must come from the data
     )
-    generate_dataset(config, root)
+
+
+@pytest.fixture(scope="module")
+def driving_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("steering") / "data"
+    generate_dataset(driving_data_config(), root)
     return root
 
 

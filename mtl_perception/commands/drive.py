@@ -24,6 +24,7 @@ from mtl_perception.sim.closed_loop import CLOSED_LOOP_SEED
 if TYPE_CHECKING:
     from mtl_perception.sim.closed_loop import ModelPolicy, Policy
     from mtl_perception.sim.generator import Scene
+    from mtl_perception.sim.recording import DriveRecorder
 
 POLICIES = ("model", "straight", "expert")
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", default="auto", help="model backend: auto | tensorrt | onnxruntime (default auto)"
     )
     parser.add_argument("--threads", type=int, help="CPU threads of the model backend")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="also write the model's drives to DIR as driving sequences labelled with the expert's "
+        "command at every frame (DAgger data for steering.data.recorded; one process per DIR)",
+    )
 
 
 @contextlib.contextmanager
@@ -183,6 +191,14 @@ def run(args: argparse.Namespace) -> int:
             "threads": args.threads,
         }
     seeds = [args.seed + i for i in range(args.runs)]
+    recorder = None
+    if args.record is not None:
+        if "model" not in names:
+            raise UserError("--record records the model's drives: add --policy model")
+        from mtl_perception.sim.recording import DriveRecorder
+
+        source = {k: model_settings[k] for k in ("model_sha256", "steering_sha256")}
+        recorder = DriveRecorder(args.record, config, source | {"latency_ms": common["latency_ms"]})
 
     def settings(name: str, seed: int) -> dict[str, Any]:
         return {"policy": name, "seed": seed, **common, **(model_settings if name == "model" else {})}
@@ -194,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         for seed in seeds:
             saved = _finished(run_path(name, seed), settings(name, seed))
-            if saved is not None:
+            unrecorded = name == "model" and recorder is not None and not recorder.has_run(seed)
+            if saved is not None and not unrecorded:
                 results[name, seed] = saved
     todo = [(n, s) for s in seeds for n in names if (n, s) not in results]
     if results:
@@ -223,7 +240,14 @@ def run(args: argparse.Namespace) -> int:
                     policy = model if name == "model" else _baseline(name, scene, args.speed)
                     assert policy is not None
                     results[name, seed] = _drive(
-                        scene, policy, args, run_path(name, seed), settings(name, seed), build_s, bar.update
+                        scene,
+                        policy,
+                        args,
+                        run_path(name, seed),
+                        settings(name, seed),
+                        build_s,
+                        bar.update,
+                        recorder if name == "model" else None,
                     )
     summary = {
         name: {
@@ -265,19 +289,31 @@ def _drive(
     settings: dict[str, Any],
     build_s: float,
     progress: Any,
+    recorder: DriveRecorder | None = None,
 ) -> dict[str, Any]:
-    """Drive one run, save its plot then its JSON (the JSON last: it marks the run finished)."""
+    """Drive one run, save its plot then its JSON (the JSON last: it marks the run finished), then
+    add its frames to ``recorder`` (a run interrupted before that is driven again)."""
     from mtl_perception.sim.closed_loop import drive_scene, plot_run, run_metrics
+    from mtl_perception.sim.recording import RecordingPolicy
 
     speed = scene.speed if args.speed is None else args.speed
     latency = None if args.latency_ms is None else args.latency_ms / 1e3
     # The safety driver: it steers while the model's window fills (at the start, after each
     # intervention), as a test driver does until the system engages; the metrics leave those frames out.
     takeover = _baseline("expert", scene, args.speed)
+    recording = None
+    if recorder is not None:
+        recording = recorder.start_run(scene.seed, scene.rig)
+        policy = RecordingPolicy(policy, takeover, recording)
     start = time.perf_counter()
-    trajectory = drive_scene(
-        scene, policy, args.distance, speed=speed, latency=latency, takeover=takeover, progress=progress
-    )
+    try:
+        trajectory = drive_scene(
+            scene, policy, args.distance, speed=speed, latency=latency, takeover=takeover, progress=progress
+        )
+    except BaseException:
+        if recording is not None:
+            recorder.discard(recording)
+        raise
     metrics = run_metrics(trajectory)
     metrics |= {
         "speed_mps": speed,
@@ -293,6 +329,8 @@ def _drive(
     plot_run(scene.road, trajectory, path.with_suffix(".png"), title)
     record = {"settings": settings, "metrics": metrics, "plot": path.with_suffix(".png").name}
     _write_json(path, record)
+    if recording is not None:
+        recorder.add_run(recording)
     return record
 
 

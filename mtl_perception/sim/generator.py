@@ -189,7 +189,8 @@ class SequenceJob:
         return self.index < self.config.bag_sequences.get(self.split, 0)
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
+    """An RGB (converted for OpenCV) or single-channel image as PNG; OSError when it cannot."""
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), image, PNG_PARAMS):
@@ -316,6 +317,29 @@ def sequence_scene(
     return scene, [(state.xy, state.yaw, state.steering) for state in states], {}
 
 
+def write_steering_csv(path: Path, rows: list[tuple[int, int, str]]) -> None:
+    """A sequence's steering.csv: (frame, stamp_ns, steering_rad as text) per frame."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(layout.STEERING_HEADER)
+        writer.writerows(rows)
+
+
+def write_calibration(path: Path, rig: StereoRig, rate_hz: float) -> None:
+    """A sequence's calib.json: both camera_infos, baseline, fx, frame rate, size and the drawn rig."""
+    calib = {
+        "left": rig.camera_info("left"),
+        "right": rig.camera_info("right"),
+        "baseline": rig.baseline,
+        "fx": rig.fx,
+        "rate_hz": rate_hz,
+        "width": rig.width,
+        "height": rig.height,
+        "rig": rig_record(rig),
+    }
+    path.write_text(json.dumps(calib, indent=2) + "\n")
+
+
 def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
     """Render one sequence into ``<root>/<split>/<name>`` (atomically); returns its manifest entry.
 
@@ -337,30 +361,17 @@ def render_sequence(job: SequenceJob, progress: Any = None) -> dict[str, Any]:
         for frame, (xy, yaw, steering) in enumerate(poses):
             view, left, right = scene.render(frame, xy, yaw)
             stem = f"{layout.frame_stem(frame)}.png"
-            _write_png(tmp / layout.LEFT_DIR / stem, left)
-            _write_png(tmp / layout.RIGHT_DIR / stem, right)
+            write_png(tmp / layout.LEFT_DIR / stem, left)
+            write_png(tmp / layout.RIGHT_DIR / stem, right)
             disparity_png, depth_png = _label_pngs(view)
-            _write_png(tmp / layout.DISPARITY_DIR / stem, disparity_png)
-            _write_png(tmp / layout.DEPTH_DIR / stem, depth_png)
-            _write_png(tmp / layout.SEMANTIC_DIR / stem, view.semantic)
+            write_png(tmp / layout.DISPARITY_DIR / stem, disparity_png)
+            write_png(tmp / layout.DEPTH_DIR / stem, depth_png)
+            write_png(tmp / layout.SEMANTIC_DIR / stem, view.semantic)
             rows.append((frame, layout.frame_stamp_ns(frame, config.rate_hz), f"{steering:.6f}"))
             if progress is not None:
                 progress.put(1)
-        with (tmp / layout.STEERING_NAME).open("w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(layout.STEERING_HEADER)
-            writer.writerows(rows)
-        calib = {
-            "left": rig.camera_info("left"),
-            "right": rig.camera_info("right"),
-            "baseline": rig.baseline,
-            "fx": rig.fx,
-            "rate_hz": config.rate_hz,
-            "width": rig.width,
-            "height": rig.height,
-            "rig": rig_record(rig),
-        }
-        (tmp / layout.CALIB_NAME).write_text(json.dumps(calib, indent=2) + "\n")
+        write_steering_csv(tmp / layout.STEERING_NAME, rows)
+        write_calibration(tmp / layout.CALIB_NAME, rig, config.rate_hz)
         shutil.rmtree(tmp / "textures")
         if final.exists():
             shutil.rmtree(final)
@@ -489,7 +500,7 @@ def generate_dataset(
         "format": layout.FORMAT,
         "version": layout.VERSION,
         "classes": class_table(),
-        "config": _manifest_config(config),
+        "config": manifest_config(config),
         "splits": {split: [j.name for j in jobs if j.split == split] for split in layout.SPLITS},
         "sequences": {job.name: entries[job.name] for job in jobs},
     }
@@ -512,7 +523,7 @@ class _BarQueue:
         self.bar.update(n)
 
 
-def _manifest_config(config: GeneratorConfig) -> dict[str, Any]:
+def manifest_config(config: GeneratorConfig) -> dict[str, Any]:
     """The config as stored in the manifest; no ``domain`` key means the default domain and no
     ``family`` key the driving family, so default manifests stay byte-identical to those written
     before domains and families existed."""

@@ -48,6 +48,9 @@ class SteeringDataConfig:
     root: str = "data/steering"  # a synthetic dataset with driving sequences (`mtl-perception generate`)
     train_split: str = "train"  # k-fold cross-validation and the final head
     test_split: str = "test"  # scored once, by the final head
+    # Recorded closed-loop drives (`mtl-perception drive --record DIR`, expert labels): added to the
+    # training part of every fold and to the final head's data, never validated or tested on.
+    recorded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -250,6 +253,13 @@ class SteeringTrainer:
             cached_features(backbone, config.encoder, root, split, size, self.grid, cache, config.labels)
             for split in (config.data.train_split, config.data.test_split)
         )
+        self.recorded = [
+            sequence
+            for recorded in config.data.recorded
+            for sequence in cached_features(
+                backbone, config.encoder, Path(recorded), "train", size, self.grid, cache, config.labels
+            )
+        ]
         if len(self.train) < config.folds:
             raise UserError(
                 f"{len(self.train)} training sequences cannot make {config.folds} folds; lower steering.folds"
@@ -280,7 +290,8 @@ class SteeringTrainer:
         config = to_dict(self.config)
         for name in ("output_dir", "cache_dir"):
             config.pop(name)
-        return config | {"dataset": dataset_digest(Path(self.config.data.root))}
+        recorded = [dataset_digest(Path(root)) for root in self.config.data.recorded]
+        return config | {"dataset": dataset_digest(Path(self.config.data.root)), "recorded": recorded}
 
     def run_fold(self, fold: int) -> dict[str, Any]:
         path = self.output_dir / "folds" / f"fold_{fold}.json"
@@ -289,7 +300,7 @@ class SteeringTrainer:
             if stored.get("config") == self._fingerprint():
                 return stored
         held_out = set(np.array_split(np.arange(len(self.train)), self.config.folds)[fold].tolist())
-        train = [s for i, s in enumerate(self.train) if i not in held_out]
+        train = [s for i, s in enumerate(self.train) if i not in held_out] + self.recorded
         val = [s for i, s in enumerate(self.train) if i in held_out]
         head, tail = self.new_fit_parts()
         desc = f"fold {fold + 1}/{self.config.folds}"
@@ -307,7 +318,8 @@ class SteeringTrainer:
 
     def run_final(self) -> tuple[Fit, dict[str, Any]]:
         head, tail = self.new_fit_parts()
-        fit = fit_head(self.train, head, tail, self.config.optim, self.config.seed, "final head")
+        data = self.train + self.recorded
+        fit = fit_head(data, head, tail, self.config.optim, self.config.seed, "final head")
         loss_lambda = self.config.optim.loss_lambda
         prediction, target = predict(fit, self.test)
         train_mean = float(np.mean(np.concatenate([s.steering for s in self.train])))
@@ -343,6 +355,8 @@ def run_steering_training(config: SteeringConfig) -> dict[str, Any]:
             "embedding_grid": list(trainer.grid),
             "train_sequences": len(trainer.train),
             "train_frames": int(sum(len(s.steering) for s in trainer.train)),
+            "recorded_sequences": len(trainer.recorded),
+            "recorded_frames": int(sum(len(s.steering) for s in trainer.recorded)),
             "test_sequences": len(trainer.test),
             "test_frames": int(sum(len(s.steering) for s in trainer.test)),
             "steps": config.optim.steps,

@@ -29,6 +29,7 @@ from mtl_perception.networks.backbone import Backbone
 from mtl_perception.networks.heads import grid_embedding
 from mtl_perception.sim.ego import expert_steering
 from mtl_perception.sim.generator import GeneratorConfig, sequence_drive
+from mtl_perception.sim.recording import EXPERT_LABELS
 
 # "multitask": the shipped model's encoder, frozen (its embedding is what the node publishes from).
 # "imagenet": the same backbone with its ImageNet weights, frozen (the baseline the design beats).
@@ -98,8 +99,10 @@ def expert_labels(root: Path, split: str, sequence: str, driven: np.ndarray) -> 
     ``driven`` (the stored labels) proves the rebuild: the replayed drive must command them again.
     """
     manifest = read_manifest(root)
-    config = from_dict(GeneratorConfig, manifest["config"], where=f"{layout.manifest_path(root)}:config")
     info = manifest["sequences"][sequence]
+    if info.get("steering_labels") == EXPERT_LABELS:  # a recorded drive: steering.csv is the expert's
+        return driven
+    config = from_dict(GeneratorConfig, manifest["config"], where=f"{layout.manifest_path(root)}:config")
     road, speed, states = sequence_drive(config, int(info["seed"]), int(info["frames"]))
     replayed = np.array([state.steering for state in states], np.float32)
     if replayed.shape != driven.shape or np.max(np.abs(replayed - driven)) > 1e-5:
@@ -166,6 +169,13 @@ def cached_features(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "key.json").write_text(key + "\n")
     sequences = sequence_records(root, split)
+    entries = read_manifest(root)["sequences"]
+    recorded = [name for name, info in entries.items() if info.get("steering_labels") == EXPERT_LABELS]
+    if labels == "driven" and recorded:
+        raise UserError(
+            f"{root}: recorded drives ({recorded[0]}, ...) hold the expert's labels only; "
+            "steering.labels: expert"
+        )
     dataset = dataset_digest(root)
     result = []
     for name, records in tqdm(sequences.items(), desc=f"encoding {split} ({encoder})", unit="seq"):
