@@ -97,6 +97,8 @@ def expert_labels(root: Path, split: str, sequence: str, driven: np.ndarray) -> 
     rebuilt from the manifest's generator config and the sequence seed without rendering.
 
     ``driven`` (the stored labels) proves the rebuild: the replayed drive must command them again.
+    A recorded closed-loop drive (``sim.recording``) stores the expert's commands already: returned as
+    they are.
     """
     manifest = read_manifest(root)
     info = manifest["sequences"][sequence]
