@@ -60,13 +60,14 @@ class RunRecording:
         """One frame (its rendered views) and the expert's command at its pose."""
         if frame.left is None or frame.right is None:
             raise ValueError("a recorded frame needs both rendered views")
-        if not self.rows:
+        if not self.rows:  # the first frame of a stretch opens its sequence
             self.sequences.append((f"drive_{self.seed}_{len(self.sequences):02d}", 0))
+            for kind in (layout.LEFT_DIR, layout.RIGHT_DIR):
+                (self.directory / self.sequences[-1][0] / kind).mkdir(parents=True)
         name = self.sequences[-1][0]
         index = len(self.rows)
         stem = f"{layout.frame_stem(index)}.png"
         for kind, image in ((layout.LEFT_DIR, frame.left), (layout.RIGHT_DIR, frame.right)):
-            (self.directory / name / kind).mkdir(parents=True, exist_ok=True)
             write_png(self.directory / name / kind / stem, image)
         self.rows.append((index, layout.frame_stamp_ns(index, self.rate_hz), f"{label:.6f}"))
 
