@@ -18,8 +18,9 @@ from mtl_perception.config import ConfigError
 from mtl_perception.contract import STEREO_OUTPUTS
 from mtl_perception.errors import UserError
 from mtl_perception.networks.backbone import sequential_steps
-from mtl_perception.training.config import load_train_config, train_config_from_dict
+from mtl_perception.training.config import load_train_config, read_training_yaml, train_config_from_dict
 from mtl_perception.training.state import latest_state
+from mtl_perception.training.steering import is_steering_config, steering_config_from_dict
 from mtl_perception.training.trainer import BEST_NAME, FINAL_NAME, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,18 +40,17 @@ def test_config_refuses_unknown_key_and_wrong_type(tmp_path: Path) -> None:
         load_train_config(path, ["train.max_steps=true"])
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "stereo.yaml",
-        "stereo_procedural.yaml",
-        "stereo_stage3.yaml",
-        "stereo_stage4.yaml",
-        "mono.yaml",
-        "ablation.yaml",
-        "uncertainty_mono_small.yaml",
-    ],
-)
+TRAIN_CONFIGS = sorted((REPO / "config" / "train").glob("*.yaml"))
+NETWORK_CONFIGS = [path.name for path in TRAIN_CONFIGS if not is_steering_config(read_training_yaml(path))]
+STEERING_CONFIGS = [path.name for path in TRAIN_CONFIGS if is_steering_config(read_training_yaml(path))]
+
+
+@pytest.mark.parametrize("name", STEERING_CONFIGS)
+def test_shipped_steering_configs_load(name: str) -> None:
+    steering_config_from_dict(read_training_yaml(REPO / "config" / "train" / name))
+
+
+@pytest.mark.parametrize("name", NETWORK_CONFIGS)
 def test_shipped_configs_load(name: str) -> None:
     from mtl_perception.networks import model_config_from_dict
 
