@@ -6,19 +6,25 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fixtures_training import ShiftedStereoDataset, tiny_model_dict, tiny_train_config
 
+from mtl_perception.data.augment import AugmentConfig, augment_stereo
+from mtl_perception.data.sample import StereoArrays, empty_semantic
 from mtl_perception.errors import UserError
 from mtl_perception.networks import build_model, model_config_from_dict, save_checkpoint
 from mtl_perception.networks.heads import log_scale_to_std
+from mtl_perception.sim.generator import GeneratorConfig, generate_dataset
 from mtl_perception.training.distill import (
     TARGETS_MANIFEST,
+    DistillationLoss,
     EnsembleNet,
     TeacherTargets,
     entropy_decomposition,
     expected_nll,
+    follow_region,
     total_mean_and_std,
 )
 from mtl_perception.training.trainer import Trainer
@@ -133,12 +139,114 @@ def test_distillation_run_writes_the_teachers_targets_and_learns_them(tmp_path: 
     assert trainer.loss_history[-1] < trainer.loss_history[0]
 
 
-def test_distillation_refuses_augmentation_that_moves_pixels(tmp_path: Path) -> None:
-    config = tiny_train_config(tmp_path / "student")
+NO_JITTER = {
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "saturation": 0.0,
+    "hue": 0.0,
+    "gamma": 0.0,
+    "blur_probability": 0.0,
+}
+
+
+def _ramp_arrays(height: int = 64, width: int = 128) -> StereoArrays:
+    """A frame whose red and green channels are its pixel centres' x and y as fractions (x 255)."""
+    u = (np.arange(width) + 0.5) / width
+    v = (np.arange(height) + 0.5) / height
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = np.round(255 * u)[None, :]
+    image[..., 1] = np.round(255 * v)[:, None]
+    zeros = np.zeros((height, width), np.float32)
+    return StereoArrays(
+        left=image, right=image.copy(), semantic=empty_semantic(height, width), disparity=zeros, depth=zeros,
+        disparity_valid=zeros > 0, depth_valid=zeros > 0, fx=100.0, baseline=0.1,
+        has_semantic=False, has_depth=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("zoom", [1.3, 0.8])
+def test_source_region_says_which_part_of_the_frame_an_augmented_image_shows(zoom: float) -> None:
+    """Zoom in (random crop) and zoom out (padding): every image pixel's colour is where the region
+    says it came from, to within the resize's rounding."""
+    config = AugmentConfig(zoom_range=(zoom, zoom), crop_size=(64, 128), **NO_JITTER)
+    arrays = augment_stereo(_ramp_arrays(), config, np.random.default_rng(3))
+    left, top, right, bottom = arrays.source_region
+    assert right - left == pytest.approx(1 / zoom, rel=0.02) and bottom - top == pytest.approx(
+        1 / zoom, rel=0.03
+    )
+    u = left + (right - left) * (np.arange(128) + 0.5) / 128
+    v = top + (bottom - top) * (np.arange(64) + 0.5) / 64
+    # Away from the frame's own border (where the resize clamps) and from any padding.
+    cols, rows = (u > 0.03) & (u < 0.97), (v > 0.03) & (v < 0.97)
+    assert cols.sum() > 60 and rows.sum() > 30
+    red = arrays.left[..., 0].astype(np.float64)[np.ix_(rows, cols)]
+    green = arrays.left[..., 1].astype(np.float64)[np.ix_(rows, cols)]
+    assert np.abs(red - 255 * u[cols][None, :]).max() <= 3.0
+    assert np.abs(green - 255 * v[rows][:, None]).max() <= 3.0
+
+
+def test_teacher_maps_follow_the_region_and_the_zoom() -> None:
+    """Maps linear in the stored frame's coordinates come back exactly at the image's pixel centres;
+    disparity grows with the zoom and a mono network's canonical depth shrinks with it; pixels showing
+    padding beyond the frame are marked unknown."""
+    h, w = 16, 32  # the stored maps of a 64x128 frame at 1/4 (probs) and 1/2 (geometry)
+    u4 = (torch.arange(w) + 0.5) / w
+    probs = torch.stack([u4.expand(h, w), 1 - u4.expand(h, w)])
+    maps = {
+        "probs": probs,
+        "disparity_mean": torch.full((1, 2 * h, 2 * w), 10.0),
+        "disparity_std": torch.full((1, 2 * h, 2 * w), 1.0),
+        "depth_mean": torch.full((1, 2 * h, 2 * w), 20.0),
+    }
+    region = torch.tensor([0.1, 0.2, 0.85, 0.95])  # a zoom by 1 / 0.75
+    out, valid = follow_region(maps, region, (64, 128))
+    expected = 0.1 + 0.75 * (torch.arange(w) + 0.5) / w
+    assert torch.allclose(out["probs"][0], expected.expand(h, w), atol=1e-5)
+    assert torch.allclose(out["probs"].sum(0), torch.ones(h, w), atol=1e-5)
+    assert torch.allclose(out["disparity_mean"], torch.full((1, 2 * h, 2 * w), 10.0 / 0.75))
+    assert torch.allclose(out["disparity_std"], torch.full((1, 2 * h, 2 * w), 1.0 / 0.75))
+    assert torch.allclose(out["depth_mean"], torch.full((1, 2 * h, 2 * w), 20.0 * 0.75))
+    assert valid["valid_probs"].all() and valid["valid_geometry"].all()
+    # Zoomed out: the image's outer columns and rows show padding.
+    out, valid = follow_region(maps, torch.tensor([-0.25, -0.25, 1.25, 1.25]), (64, 128))
+    known = valid["valid_probs"]
+    u = -0.25 + 1.5 * (torch.arange(w) + 0.5) / w
+    assert torch.equal(known[h // 2], (u >= 0) & (u <= 1)) and 0 < known.sum() < known.numel()
+    inside = (u >= 0.5 / w) & (u <= 1 - 0.5 / w)  # between the stored map's outer pixel centres
+    assert torch.allclose(out["probs"][0][:, inside], u[inside].expand(h, -1), atol=1e-5)
+
+
+def test_distillation_loss_ignores_pixels_the_teacher_never_saw() -> None:
+    loss = DistillationLoss("laplace")
+    logits = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    probs = torch.full((1, 2, 4, 4), 0.5)
+    probs[..., 2:] = torch.tensor([0.999, 0.001]).view(1, 2, 1, 1)  # a wrong target beyond the frame
+    batch = {"has_teacher": torch.tensor([True]), "teacher_probs": probs}
+    valid = torch.ones(1, 4, 4, dtype=torch.bool)
+    valid[..., 2:] = False
+    everywhere = loss({"semantic_logits": logits}, batch)["distill_kl"]
+    known = loss({"semantic_logits": logits}, batch | {"teacher_valid_probs": valid})["distill_kl"]
+    assert everywhere.item() > 0.1 and known.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_trains_with_zoom_and_crop(tmp_path: Path) -> None:
+    """The teachers' augmentation is allowed: each sample's targets are its stored maps brought to its
+    zoom and crop (what the tests above check), and the run learns them."""
+    root = tmp_path / "data"
+    generate_dataset(GeneratorConfig(sequences={"train": 1, "val": 1}, frames={"train": 3, "val": 2}), root)
+    config = tiny_train_config(tmp_path / "student", max_steps=4)
+    config.data.kind, config.data.root = "synthetic", str(root)
+    config.data.augmentation = AugmentConfig(zoom_range=(1.1, 1.4), crop_size=(64, 128))
     config.distill.teachers = tuple(_teacher_checkpoints(tmp_path))
-    config.data.augmentation = type(config.data.augmentation)(zoom_range=(1.0, 1.2))
-    with pytest.raises(UserError, match="zoom_range"):
-        Trainer(config, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
+    trainer = Trainer(config)
+    sample = trainer.train_set[0]
+    with np.load(tmp_path / "student" / "teacher_targets" / "000000.npz") as stored:
+        maps = {key: torch.from_numpy(stored[key].astype(np.float32)) for key in stored.files}
+    expected, _ = follow_region(maps, sample["source_region"], (64, 128))
+    assert not torch.equal(sample["source_region"], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert torch.allclose(sample["teacher_probs"], expected["probs"], atol=1e-6)
+    trainer.train()
+    assert len(trainer.loss_history) == 4
 
 
 def test_stale_teacher_targets_are_refused(tmp_path: Path) -> None:

@@ -129,6 +129,16 @@ def crop_or_pad(arrays: StereoArrays, size: tuple[int, int], rng: np.random.Gene
     (height, width), target = arrays.size, size
     src_y, dst_y = _window(height, target[0], rng)
     src_x, dst_x = _window(width, target[1], rng)
+    # The output's edges in this image's pixels (a pad starts before 0), then in the stored frame.
+    left, top, right, bottom = arrays.source_region
+    x0, y0 = (src_x.start - dst_x.start) / width, (src_y.start - dst_y.start) / height
+    x1, y1 = x0 + target[1] / width, y0 + target[0] / height
+    region = (
+        left + (right - left) * x0,
+        top + (bottom - top) * y0,
+        left + (right - left) * x1,
+        top + (bottom - top) * y1,
+    )
 
     def place(array: np.ndarray, fill: float) -> np.ndarray:
         out = np.full(target + array.shape[2:], fill, dtype=array.dtype)
@@ -143,6 +153,7 @@ def crop_or_pad(arrays: StereoArrays, size: tuple[int, int], rng: np.random.Gene
         depth=place(arrays.depth, 0.0),
         disparity_valid=place(arrays.disparity_valid, False),
         depth_valid=place(arrays.depth_valid, False),
+        source_region=region,
     )
 
 

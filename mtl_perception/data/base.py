@@ -198,6 +198,7 @@ def to_sample(arrays: StereoArrays, sequence: str, frame: int, steering: float) 
         "fx": torch.tensor(arrays.fx, dtype=torch.float32),
         "baseline": torch.tensor(arrays.baseline, dtype=torch.float32),
         "doffs": torch.tensor(arrays.doffs, dtype=torch.float32),
+        "source_region": torch.tensor(arrays.source_region, dtype=torch.float32),
         "sequence": sequence,
         "frame": frame,
     }

@@ -43,6 +43,10 @@ class StereoArrays:
     # Principal-point offset cx_right - cx_left in pixels of this image (scales like fx): depth is
     # fx * B / (d + doffs). 0 for rigs rectified to one principal point (all but Middlebury).
     doffs: float = 0.0
+    # The part of the frame as stored that this image shows, as fractions of its width and height
+    # (left, top, right, bottom): zoom and crop move it, so maps computed once on the stored frame (a
+    # distillation teacher's outputs) can be brought to the augmented image.
+    source_region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
 
     @property
     def size(self) -> tuple[int, int]:

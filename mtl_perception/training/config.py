@@ -198,9 +198,9 @@ class DistillConfig:
     """Distillation from a deep-ensemble teacher (training/distill.py); no teachers = off.
 
     The teacher's outputs are computed once over the training split at the model's input size,
-    un-augmented, into ``targets_dir`` (default ``<output_dir>/teacher_targets``), so the augmentation
-    must not move pixels at random (one zoom value, crop null or the input size); colour jitter and
-    right-view occluders are fine.
+    un-augmented, into ``targets_dir`` (default ``<output_dir>/teacher_targets``); each training
+    sample's zoom and crop are applied to them on the fly (``distill.follow_region``), so the student
+    trains with the same augmentation as its teachers.
     """
 
     teachers: tuple[str, ...] = ()  # checkpoints of the ensemble members (>= 2)

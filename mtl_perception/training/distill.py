@@ -9,11 +9,13 @@
 - ``write_teacher_targets`` runs the teacher once over the training frames and stores its outputs
   (class probabilities at the logits' 1/4 resolution, geometry mean and standard deviation at 1/2,
   float16), so distillation costs one training run, not M forward passes per step.
-- ``TeacherTargets`` / ``NoTeacherTargets`` add those maps to the samples; ``DistillationLoss`` trains
-  the student towards them: KL divergence to the mean probabilities, and for disparity/depth the
-  expected negative log-likelihood, under the student's predicted distribution, of the teacher's
-  (moment-matched Gaussian) predictive distribution. That one term pulls the student's mean to the
-  teacher's and its spread to the teacher's total spread plus its own distance from the teacher.
+- ``TeacherTargets`` / ``NoTeacherTargets`` add those maps to the samples, brought to each sample's
+  zoom and crop (``follow_region``), so the student keeps its teachers' augmentation.
+- ``DistillationLoss`` trains the student towards them: KL divergence to the mean probabilities, and
+  for disparity/depth the expected negative log-likelihood, under the student's predicted
+  distribution, of the teacher's (moment-matched Gaussian) predictive distribution. That one term
+  pulls the student's mean to the teacher's and its spread to the teacher's total spread plus its
+  own distance from the teacher.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ TARGETS_FORMAT = "mtl_perception.teacher_targets"
 # refinement (finer than any detail the geometry heads resolve below it).
 PROBS_STRIDE = 4
 GEOMETRY_STRIDE = 2
+FULL_FRAME = (0.0, 0.0, 1.0, 1.0)  # source_region of an image that shows the whole stored frame
 
 
 class EnsembleNet(nn.Module):
@@ -170,12 +173,53 @@ def teacher_maps(out: dict[str, Tensor], distribution: str, logits_stride: int) 
     return maps
 
 
-class TeacherTargets(Dataset):
-    """``dataset``'s samples with the teacher's maps (``teacher_<name>``) and ``has_teacher`` True.
+def _stride(key: str) -> int:
+    return PROBS_STRIDE if key == "probs" else GEOMETRY_STRIDE
 
-    The maps describe the un-augmented frame, so the dataset's augmentation must not move pixels
-    (the trainer checks); colour jitter is fine: the student learns to answer as the teacher did on
-    the clean frame.
+
+def follow_region(
+    maps: dict[str, Tensor], region: Tensor, size: tuple[int, int]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The teacher's maps of the stored frame, brought to an augmented image of ``size`` (H, W) that
+    shows ``region`` of it (``source_region``: left, top, right, bottom as fractions).
+
+    Each output pixel centre is looked up bilinearly where it lies in the stored frame. A zoom by s
+    makes the scene s times larger in pixels: disparity is multiplied by s and depth, which only a
+    mono network outputs and then for its canonical camera (depth x focal_length / fx, fx multiplied
+    by s), divided by s; their spreads alike. Returns the maps and, per stride, where they are known
+    (``valid_probs``, ``valid_geometry``: False where the image shows padding beyond the stored frame).
+    """
+    left, top, right, bottom = (float(v) for v in region)
+    out: dict[str, Tensor] = {}
+    valid: dict[str, Tensor] = {}
+    for key, stored in maps.items():
+        stride = _stride(key)
+        height, width = max(1, size[0] // stride), max(1, size[1] // stride)
+        u = left + (right - left) * (torch.arange(width, dtype=torch.float32) + 0.5) / width
+        v = top + (bottom - top) * (torch.arange(height, dtype=torch.float32) + 0.5) / height
+        grid = torch.stack(torch.meshgrid(2 * u - 1, 2 * v - 1, indexing="xy"), dim=-1)
+        sampled = F.grid_sample(
+            stored[None].float(), grid[None], mode="bilinear", padding_mode="border", align_corners=False
+        )[0]
+        # Pixels of the image per pixel of the stored frame, at this map's resolution.
+        scale = width / stored.shape[-1] / (right - left)
+        if key.startswith("disparity_"):
+            sampled = sampled * scale
+        elif key.startswith("depth_"):
+            sampled = sampled / scale
+        out[key] = sampled
+        inside = ((u >= 0) & (u <= 1))[None, :] & ((v >= 0) & (v <= 1))[:, None]
+        valid["valid_probs" if key == "probs" else "valid_geometry"] = inside
+    return out, valid
+
+
+class TeacherTargets(Dataset):
+    """``dataset``'s samples with the teacher's maps (``teacher_<name>``), where they are known
+    (``teacher_valid_probs`` / ``teacher_valid_geometry``) and ``has_teacher`` True.
+
+    The maps describe the stored frame; ``follow_region`` brings them to the sample's zoom and crop
+    (its ``source_region``). Colour jitter needs nothing: the student learns to answer as the teacher
+    did on the clean frame.
     """
 
     def __init__(self, dataset: Dataset, directory: str | Path):
@@ -198,8 +242,11 @@ class TeacherTargets(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = dict(self.dataset[index])  # never alter a sample the dataset may keep
         with np.load(_target_path(self.directory, index)) as stored:
-            for key in self.keys:
-                sample[f"teacher_{key}"] = torch.from_numpy(stored[key].astype(np.float32))
+            maps = {key: torch.from_numpy(stored[key].astype(np.float32)) for key in self.keys}
+        # A sample without a region (one not built by data.base.to_sample) shows the whole frame.
+        region = sample.get("source_region", FULL_FRAME)
+        maps, valid = follow_region(maps, torch.as_tensor(region), tuple(sample["left"].shape[-2:]))
+        sample.update({f"teacher_{key}": value for key, value in (maps | valid).items()})
         sample["has_teacher"] = True
         return sample
 
@@ -211,15 +258,20 @@ class NoTeacherTargets(Dataset):
     def __init__(self, dataset: Dataset, like: TeacherTargets):
         self.dataset = dataset
         with np.load(_target_path(like.directory, 0)) as stored:
-            self.shapes = {key: stored[key].shape for key in like.keys}
+            self.channels = {key: stored[key].shape[0] for key in like.keys}
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = dict(self.dataset[index])  # never alter a sample the dataset may keep
-        for key, shape in self.shapes.items():
+        height, width = sample["left"].shape[-2:]
+        for key, channels in self.channels.items():
+            stride = _stride(key)
+            shape = (channels, max(1, height // stride), max(1, width // stride))
             sample[f"teacher_{key}"] = torch.zeros(shape)
+            valid = "teacher_valid_probs" if key == "probs" else "teacher_valid_geometry"
+            sample[valid] = torch.zeros(shape[1:], dtype=torch.bool)
         sample["has_teacher"] = False
         return sample
 
@@ -269,7 +321,7 @@ class DistillationLoss(nn.Module):
             if logits.shape[-2:] != target.shape[-2:]:
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
             kl = (target * (target.clamp_min(1e-8).log() - logits.log_softmax(dim=1))).sum(dim=1)
-            terms["distill_kl"] = _mean_or_zero(kl, outputs["semantic_logits"])
+            terms["distill_kl"] = _mean_or_zero(kl[_known(batch, "probs", has, kl.shape[-2:])], logits)
         for key in GEOMETRY_KEYS:
             if self.geometry_nll > 0 and key in outputs and f"teacher_{key}_mean" in batch:
                 size = outputs[key].shape[-2:]
@@ -286,8 +338,21 @@ class DistillationLoss(nn.Module):
                     target_std,
                     self.distribution,
                 )
-                terms["distill_nll"] = _mean_or_zero(nll, outputs[key])
+                known = _known(batch, "geometry", has, size)[:, None]
+                terms["distill_nll"] = _mean_or_zero(nll[known], outputs[key])
         return terms
+
+
+def _known(batch: dict[str, Any], kind: str, has: Tensor, size: torch.Size) -> Tensor:
+    """Where the teacher's maps of ``kind`` are known (``teacher_valid_<kind>``), at ``size``, for the
+    samples that have targets; everywhere if the batch does not say."""
+    valid = batch.get(f"teacher_valid_{kind}")
+    if valid is None:
+        return torch.ones((int(has.sum()), *size), dtype=torch.bool, device=has.device)
+    valid = valid[has].to(torch.float32)[:, None]
+    if valid.shape[-2:] != size:
+        valid = F.interpolate(valid, size=size, mode="nearest")
+    return valid[:, 0] > 0.5
 
 
 def _mean_or_zero(values: Tensor, like: Tensor) -> Tensor:

@@ -254,15 +254,7 @@ class Trainer:
         from mtl_perception.networks import load_checkpoint
         from mtl_perception.training.distill import TARGETS_MANIFEST, EnsembleNet, write_teacher_targets
 
-        augmentation = self.config.data.augmentation
         size = tuple(self.model_config.input_size)
-        zoom = tuple(augmentation.zoom_range)
-        if zoom[0] != zoom[1] or augmentation.crop_size not in (None, size):
-            raise UserError(
-                "distillation stores the teacher's outputs for frames at the model's input size: the "
-                "augmentation must not move pixels at random (one data.augmentation.zoom_range value, "
-                "e.g. [1, 1], and crop_size null or the input size)"
-            )
         cfg = self.config.distill
         directory = Path(cfg.targets_dir) if cfg.targets_dir else self.output_dir / "teacher_targets"
         if self.world.is_main and not (directory / TARGETS_MANIFEST).is_file():
