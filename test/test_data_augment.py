@@ -8,7 +8,7 @@ import pytest
 from mtl_perception.config import ConfigError, from_dict
 from mtl_perception.data.augment import AugmentConfig, augment_stereo, resize_stereo
 from mtl_perception.data.labels import IGNORE_INDEX
-from mtl_perception.data.sample import StereoArrays
+from mtl_perception.data.sample import StereoArrays, empty_semantic
 
 H, W = 32, 64
 NO_JITTER = {
@@ -234,3 +234,38 @@ def test_without_right_view_steps_the_right_view_is_untouched():
     sample = coordinate_sample()
     out = augment_stereo(sample, geometry_only(), np.random.default_rng(0))
     np.testing.assert_array_equal(out.right, sample.right)
+
+
+def _ramp_arrays(height: int = 64, width: int = 128) -> StereoArrays:
+    """A frame whose red and green channels are its pixel centres' x and y as fractions (x 255)."""
+    u = (np.arange(width) + 0.5) / width
+    v = (np.arange(height) + 0.5) / height
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = np.round(255 * u)[None, :]
+    image[..., 1] = np.round(255 * v)[:, None]
+    zeros = np.zeros((height, width), np.float32)
+    return StereoArrays(
+        left=image, right=image.copy(), semantic=empty_semantic(height, width), disparity=zeros, depth=zeros,
+        disparity_valid=zeros > 0, depth_valid=zeros > 0, fx=100.0, baseline=0.1,
+        has_semantic=False, has_depth=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("zoom", [1.3, 0.8])
+def test_source_region_says_which_part_of_the_frame_an_augmented_image_shows(zoom: float) -> None:
+    """Zoom in (random crop) and zoom out (padding): every image pixel's colour is where the region
+    says it came from, to within the resize's rounding."""
+    config = geometry_only(zoom_range=(zoom, zoom), crop_size=(64, 128))
+    arrays = augment_stereo(_ramp_arrays(), config, np.random.default_rng(3))
+    left, top, right, bottom = arrays.source_region
+    assert right - left == pytest.approx(1 / zoom, rel=0.02)
+    assert bottom - top == pytest.approx(1 / zoom, rel=0.03)
+    u = left + (right - left) * (np.arange(128) + 0.5) / 128
+    v = top + (bottom - top) * (np.arange(64) + 0.5) / 64
+    # Away from the frame's own border (where the resize clamps) and from any padding.
+    cols, rows = (u > 0.03) & (u < 0.97), (v > 0.03) & (v < 0.97)
+    assert cols.sum() > 60 and rows.sum() > 30
+    red = arrays.left[..., 0].astype(np.float64)[np.ix_(rows, cols)]
+    green = arrays.left[..., 1].astype(np.float64)[np.ix_(rows, cols)]
+    assert np.abs(red - 255 * u[cols][None, :]).max() <= 3.0
+    assert np.abs(green - 255 * v[rows][:, None]).max() <= 3.0

@@ -11,8 +11,7 @@ import pytest
 import torch
 from fixtures_training import ShiftedStereoDataset, tiny_model_dict, tiny_train_config
 
-from mtl_perception.data.augment import AugmentConfig, augment_stereo
-from mtl_perception.data.sample import StereoArrays, empty_semantic
+from mtl_perception.data.augment import AugmentConfig
 from mtl_perception.errors import UserError
 from mtl_perception.networks import build_model, model_config_from_dict, save_checkpoint
 from mtl_perception.networks.heads import log_scale_to_std
@@ -137,52 +136,6 @@ def test_distillation_run_writes_the_teachers_targets_and_learns_them(tmp_path: 
     assert torch.allclose(sample["teacher_probs"].sum(0), torch.ones(16, 32), atol=1e-2)
     trainer.train()
     assert trainer.loss_history[-1] < trainer.loss_history[0]
-
-
-NO_JITTER = {
-    "brightness": 0.0,
-    "contrast": 0.0,
-    "saturation": 0.0,
-    "hue": 0.0,
-    "gamma": 0.0,
-    "blur_probability": 0.0,
-}
-
-
-def _ramp_arrays(height: int = 64, width: int = 128) -> StereoArrays:
-    """A frame whose red and green channels are its pixel centres' x and y as fractions (x 255)."""
-    u = (np.arange(width) + 0.5) / width
-    v = (np.arange(height) + 0.5) / height
-    image = np.zeros((height, width, 3), np.uint8)
-    image[..., 0] = np.round(255 * u)[None, :]
-    image[..., 1] = np.round(255 * v)[:, None]
-    zeros = np.zeros((height, width), np.float32)
-    return StereoArrays(
-        left=image, right=image.copy(), semantic=empty_semantic(height, width), disparity=zeros, depth=zeros,
-        disparity_valid=zeros > 0, depth_valid=zeros > 0, fx=100.0, baseline=0.1,
-        has_semantic=False, has_depth=False,
-    )  # fmt: skip
-
-
-@pytest.mark.parametrize("zoom", [1.3, 0.8])
-def test_source_region_says_which_part_of_the_frame_an_augmented_image_shows(zoom: float) -> None:
-    """Zoom in (random crop) and zoom out (padding): every image pixel's colour is where the region
-    says it came from, to within the resize's rounding."""
-    config = AugmentConfig(zoom_range=(zoom, zoom), crop_size=(64, 128), **NO_JITTER)
-    arrays = augment_stereo(_ramp_arrays(), config, np.random.default_rng(3))
-    left, top, right, bottom = arrays.source_region
-    assert right - left == pytest.approx(1 / zoom, rel=0.02) and bottom - top == pytest.approx(
-        1 / zoom, rel=0.03
-    )
-    u = left + (right - left) * (np.arange(128) + 0.5) / 128
-    v = top + (bottom - top) * (np.arange(64) + 0.5) / 64
-    # Away from the frame's own border (where the resize clamps) and from any padding.
-    cols, rows = (u > 0.03) & (u < 0.97), (v > 0.03) & (v < 0.97)
-    assert cols.sum() > 60 and rows.sum() > 30
-    red = arrays.left[..., 0].astype(np.float64)[np.ix_(rows, cols)]
-    green = arrays.left[..., 1].astype(np.float64)[np.ix_(rows, cols)]
-    assert np.abs(red - 255 * u[cols][None, :]).max() <= 3.0
-    assert np.abs(green - 255 * v[rows][:, None]).max() <= 3.0
 
 
 def test_teacher_maps_follow_the_region_and_the_zoom() -> None:
