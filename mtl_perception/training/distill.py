@@ -173,8 +173,12 @@ def teacher_maps(out: dict[str, Tensor], distribution: str, logits_stride: int) 
     return maps
 
 
-def _stride(key: str) -> int:
-    return PROBS_STRIDE if key == "probs" else GEOMETRY_STRIDE
+def _kind(key: str) -> str:
+    """A stored map's kind, which sets its stride and the name of its validity mask."""
+    return "probs" if key == "probs" else "geometry"
+
+
+STRIDES = {"probs": PROBS_STRIDE, "geometry": GEOMETRY_STRIDE}
 
 
 def follow_region(
@@ -190,26 +194,27 @@ def follow_region(
     (``valid_probs``, ``valid_geometry``: False where the image shows padding beyond the stored frame).
     """
     left, top, right, bottom = (float(v) for v in region)
-    out: dict[str, Tensor] = {}
+    grids: dict[str, Tensor] = {}
     valid: dict[str, Tensor] = {}
-    for key, stored in maps.items():
-        stride = _stride(key)
-        height, width = max(1, size[0] // stride), max(1, size[1] // stride)
+    for kind in {_kind(key) for key in maps}:  # one sampling grid per stride
+        height, width = max(1, size[0] // STRIDES[kind]), max(1, size[1] // STRIDES[kind])
         u = left + (right - left) * (torch.arange(width, dtype=torch.float32) + 0.5) / width
         v = top + (bottom - top) * (torch.arange(height, dtype=torch.float32) + 0.5) / height
-        grid = torch.stack(torch.meshgrid(2 * u - 1, 2 * v - 1, indexing="xy"), dim=-1)
+        grids[kind] = torch.stack(torch.meshgrid(2 * u - 1, 2 * v - 1, indexing="xy"), dim=-1)[None]
+        valid[f"valid_{kind}"] = ((u >= 0) & (u <= 1))[None, :] & ((v >= 0) & (v <= 1))[:, None]
+    out: dict[str, Tensor] = {}
+    for key, stored in maps.items():
+        grid = grids[_kind(key)]
         sampled = F.grid_sample(
-            stored[None].float(), grid[None], mode="bilinear", padding_mode="border", align_corners=False
+            stored[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
         )[0]
         # Pixels of the image per pixel of the stored frame, at this map's resolution.
-        scale = width / stored.shape[-1] / (right - left)
+        scale = grid.shape[2] / stored.shape[-1] / (right - left)
         if key.startswith("disparity_"):
             sampled = sampled * scale
         elif key.startswith("depth_"):
             sampled = sampled / scale
         out[key] = sampled
-        inside = ((u >= 0) & (u <= 1))[None, :] & ((v >= 0) & (v <= 1))[:, None]
-        valid["valid_probs" if key == "probs" else "valid_geometry"] = inside
     return out, valid
 
 
@@ -267,11 +272,10 @@ class NoTeacherTargets(Dataset):
         sample = dict(self.dataset[index])  # never alter a sample the dataset may keep
         height, width = sample["left"].shape[-2:]
         for key, channels in self.channels.items():
-            stride = _stride(key)
-            shape = (channels, max(1, height // stride), max(1, width // stride))
+            kind = _kind(key)
+            shape = (channels, max(1, height // STRIDES[kind]), max(1, width // STRIDES[kind]))
             sample[f"teacher_{key}"] = torch.zeros(shape)
-            valid = "teacher_valid_probs" if key == "probs" else "teacher_valid_geometry"
-            sample[valid] = torch.zeros(shape[1:], dtype=torch.bool)
+            sample[f"teacher_valid_{kind}"] = torch.zeros(shape[1:], dtype=torch.bool)
         sample["has_teacher"] = False
         return sample
 
