@@ -301,6 +301,11 @@ def main() -> None:
         help="folder the real photos' packages were unpacked into (data/real_photos.py)",
     )
     parser.add_argument("--recipes", nargs="*", default=sorted(RECIPES), help="corruption recipes to score")
+    parser.add_argument(
+        "--in-domain-only",
+        action="store_true",
+        help="score --data's split alone: no corruptions, held-out domain or photos (model selection on val)",
+    )
     parser.add_argument("--max-frames", type=int, default=0, help="0 = every frame of each set")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "uncertainty.json")
@@ -310,6 +315,10 @@ def main() -> None:
         help="keep the rows already in --json whose label and checkpoints match; score only the others",
     )
     args = parser.parse_args()
+    if args.in_domain_only:
+        if args.photos_dir:
+            parser.error("--in-domain-only scores no photos; drop --photos-dir")
+        args.recipes, args.unseen = [], None
 
     rows = parse_rows(args.model)
 
@@ -321,7 +330,7 @@ def main() -> None:
         "host": platform.node(),
         "data": str(args.data),
         "split": args.split,
-        "unseen": str(args.unseen),
+        "unseen": str(args.unseen) if args.unseen is not None else None,
         "recipes": sorted(args.recipes),
         "max_frames": args.max_frames,
         "rows": {},
@@ -352,7 +361,7 @@ def main() -> None:
             "out_of_domain": {},
         }
         sets: dict[str, Dataset] = {f"corrupted/{r}": CorruptedFrames(in_domain, r) for r in args.recipes}
-        if args.unseen.is_dir():
+        if args.unseen is not None and args.unseen.is_dir():
             sets["unseen_domain"] = limited(
                 build_dataset("synthetic", args.unseen, args.split, eval_size=size)
             )

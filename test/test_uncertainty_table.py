@@ -117,3 +117,23 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
         "unseen_domain",
         "real_photos",
     }
+
+
+def test_in_domain_only_scores_the_split_alone(tmp_path: Path, monkeypatch) -> None:
+    make_synthetic(tmp_path / "data", {"val": 2})
+    make_synthetic(tmp_path / "unseen", {"val": 2}, seed=3)  # there, and still not scored
+    paths = tiny_checkpoints(tmp_path, 1)
+    out = tmp_path / "table.json"
+    argv = ["uncertainty_table.py", "--model", f"single={paths[0]}", "--split", "val", "--in-domain-only"]
+    argv += ["--data", str(tmp_path / "data"), "--unseen", str(tmp_path / "unseen")]
+    argv += ["--threads", "1", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    _script().main()
+    report = json.loads(out.read_text())
+    assert report["rows"]["single"]["out_of_domain"] == {}
+    assert report["rows"]["single"]["in_domain"]["epe"] is not None
+    assert (report["recipes"], report["unseen"]) == ([], None)
+    # Photos are out-of-domain too: asking for both is refused rather than half-done.
+    monkeypatch.setattr(sys, "argv", [*argv, "--photos-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        _script().main()
