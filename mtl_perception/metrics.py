@@ -533,16 +533,32 @@ class DepthMetrics(_Summed):
 
     Predictions are clipped to (0, max_depth] before scoring. Only finite labelled depth counts:
     "infinitely far" (+inf) pixels have no finite error (they are scored by disparity D1/EPE).
+
+    Scale, for mono depth, whose metric scale is a learnt prior: ``depth_scale`` is the median over
+    frames of each frame's median pred/gt (1 = unbiased), and ``abs_rel_median_scaled`` the AbsRel
+    after each frame's prediction is divided by that median (Monodepth2's median scaling), i.e. the
+    error that is left once the scale is right.
     """
 
-    _SUMS = ("uncertainty", "abs_rel_sum", "squared_sum", "delta1", "pixels", "sparsification")
+    _SUMS = (
+        "uncertainty",
+        "abs_rel_sum",
+        "abs_rel_scaled_sum",
+        "squared_sum",
+        "delta1",
+        "pixels",
+        "frame_scales",
+        "sparsification",
+    )
 
     def __init__(self, max_depth: float = 80.0, distribution: str = "laplace") -> None:
         self.max_depth = max_depth
         self.abs_rel_sum = 0.0
+        self.abs_rel_scaled_sum = 0.0
         self.squared_sum = 0.0
         self.delta1 = 0
         self.pixels = 0
+        self.frame_scales: list[float] = []  # a list merges by concatenation
         self.sparsification = SparsificationAccumulator()
         self.uncertainty = RegressionUncertainty(distribution)
 
@@ -567,6 +583,10 @@ class DepthMetrics(_Summed):
             abs_rel = abs_error / g
             within = np.maximum(d / g, g / d) < 1.25
             self.abs_rel_sum += float(abs_rel.sum())
+            if g.size:
+                scale = float(np.median(d / g))
+                self.frame_scales.append(scale)
+                self.abs_rel_scaled_sum += float((np.abs(d / scale - g) / g).sum())
             self.squared_sum += float(np.square(d - g).sum())
             self.delta1 += int(within.sum())
             self.pixels += int(keep.sum())
@@ -579,6 +599,8 @@ class DepthMetrics(_Summed):
         sparsification = self.sparsification.compute()
         out = {
             "abs_rel": self.abs_rel_sum / n if n else float("nan"),
+            "abs_rel_median_scaled": self.abs_rel_scaled_sum / n if n else float("nan"),
+            "depth_scale": float(np.median(self.frame_scales)) if self.frame_scales else float("nan"),
             "rmse": (self.squared_sum / n) ** 0.5 if n else float("nan"),
             "delta1": self.delta1 / n if n else float("nan"),
             "depth_ause": sparsification.pop("ause"),

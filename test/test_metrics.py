@@ -78,6 +78,22 @@ def test_depth_metrics_by_hand() -> None:
     assert out["delta1"] == pytest.approx(0.5)
 
 
+def test_depth_scale_is_the_median_frame_bias_and_median_scaling_removes_it() -> None:
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(2.0, 60.0, (3, 8, 8))
+    metrics = DepthMetrics()
+    # Frames 10 % near, 10 % near and 20 % far: the median frame's bias is 0.9.
+    metrics.update(gt * np.array([0.9, 0.9, 1.2])[:, None, None], gt)
+    out = metrics.compute()
+    assert out["depth_scale"] == pytest.approx(0.9)
+    assert out["abs_rel"] == pytest.approx((0.1 + 0.1 + 0.2) / 3)
+    assert out["abs_rel_median_scaled"] == pytest.approx(0.0, abs=1e-12)  # the shape is exact
+    # Noise that median scaling cannot remove stays: an unbiased but noisy prediction keeps its AbsRel.
+    noisy = DepthMetrics()
+    noisy.update(gt * np.where(rng.random(gt.shape) < 0.5, 0.8, 1.25), gt)
+    assert noisy.compute()["abs_rel_median_scaled"] > 0.15
+
+
 def test_ece_by_hand_with_15_equal_bins() -> None:
     ece = ExpectedCalibrationError()
     # Bin 14 = (14/15, 1]: confidence 0.95 twice, one right -> |0.5 - 0.95| = 0.45 over 2 pixels.
