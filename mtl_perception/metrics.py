@@ -717,6 +717,8 @@ SCALAR_METRICS = (
     "abs_rel",
     "rmse",
     "delta1",
+    "abs_rel_median_scaled",
+    "depth_scale",
     "seg_ece",
     "seg_nll_toplabel",
     "seg_brier_toplabel",
