@@ -274,18 +274,21 @@ def format_tables(summaries: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {kind} | {summary['mode']} | {summary['members']} | {repeats} | " + " | ".join(cells) + " |"
         )
-    lines += [
-        "",
-        "| row | out-of-domain set | AUROC (seg) | AUROC (geometry) | Spearman σ-error |",
-        "|---|---|---|---|---|",
-    ]
+    ood_lines = []
     for kind, summary in summaries.items():
         for name, ood in summary["out_of_domain"].items():
             cells = [
                 _mean_std(ood[figure], summary["repeats"])
                 for figure in ("auroc_semantic", "auroc_geometry", "spearman_sigma_error")
             ]
-            lines.append(f"| {kind} | {name} | " + " | ".join(cells) + " |")
+            ood_lines.append(f"| {kind} | {name} | " + " | ".join(cells) + " |")
+    if ood_lines:  # --in-domain-only scores no out-of-domain set: no empty table
+        lines += [
+            "",
+            "| row | out-of-domain set | AUROC (seg) | AUROC (geometry) | Spearman σ-error |",
+            "|---|---|---|---|---|",
+            *ood_lines,
+        ]
     return "\n".join(lines)
 
 
@@ -330,7 +333,8 @@ def main() -> None:
         "host": platform.node(),
         "data": str(args.data),
         "split": args.split,
-        "unseen": str(args.unseen) if args.unseen is not None else None,
+        # Only a domain that was scored is named: a missing folder is skipped, so it is recorded as None.
+        "unseen": str(args.unseen) if args.unseen is not None and args.unseen.is_dir() else None,
         "recipes": sorted(args.recipes),
         "max_frames": args.max_frames,
         "rows": {},

@@ -88,6 +88,7 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
     # The ensemble of two different networks is not either of them.
     assert ensemble["in_domain"]["epe"] != single["in_domain"]["epe"]
     assert "| ensemble | stereo | 2 | 1 |" in report["table"]
+    assert "| ensemble | corrupted/darkness |" in report["table"]
     # The two single networks are one row kind: their mean ± spread.
     singles = [report["rows"][f"single@{k}"]["in_domain"]["epe"] for k in range(2)]
     summary = report["kinds"]["single"]
@@ -119,7 +120,7 @@ def test_table_scores_single_ensemble_and_out_of_domain_sets(tmp_path: Path, mon
     }
 
 
-def test_in_domain_only_scores_the_split_alone(tmp_path: Path, monkeypatch) -> None:
+def test_in_domain_only_scores_the_split_alone(tmp_path: Path, monkeypatch, capsys) -> None:
     make_synthetic(tmp_path / "data", {"val": 2})
     make_synthetic(tmp_path / "unseen", {"val": 2}, seed=3)  # there, and still not scored
     paths = tiny_checkpoints(tmp_path, 1)
@@ -133,7 +134,23 @@ def test_in_domain_only_scores_the_split_alone(tmp_path: Path, monkeypatch) -> N
     assert report["rows"]["single"]["out_of_domain"] == {}
     assert report["rows"]["single"]["in_domain"]["epe"] is not None
     assert (report["recipes"], report["unseen"]) == ([], None)
+    printed = capsys.readouterr().out
+    assert "| single |" in printed and "out-of-domain set" not in printed  # no empty OOD table
     # Photos are out-of-domain too: asking for both is refused rather than half-done.
     monkeypatch.setattr(sys, "argv", [*argv, "--photos-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         _script().main()
+
+
+def test_a_missing_unseen_folder_is_recorded_as_not_scored(tmp_path: Path, monkeypatch) -> None:
+    make_synthetic(tmp_path / "data", {"val": 2})
+    paths = tiny_checkpoints(tmp_path, 1)
+    out = tmp_path / "table.json"
+    argv = ["uncertainty_table.py", "--model", f"single={paths[0]}", "--split", "val"]
+    argv += ["--recipes", "darkness", "--data", str(tmp_path / "data"), "--unseen", str(tmp_path / "missing")]
+    argv += ["--threads", "1", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    _script().main()
+    report = json.loads(out.read_text())
+    assert report["unseen"] is None
+    assert set(report["rows"]["single"]["out_of_domain"]) == {"corrupted/darkness"}
