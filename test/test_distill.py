@@ -208,3 +208,15 @@ def test_stale_teacher_targets_are_refused(tmp_path: Path) -> None:
     Trainer(config, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
     with pytest.raises(UserError, match="delete the directory"):
         TeacherTargets(ShiftedStereoDataset(3), tmp_path / "student" / "teacher_targets")
+
+
+def test_targets_of_other_teachers_are_refused(tmp_path: Path) -> None:
+    """Same sample count, other members: the manifest's checkpoint digests tell them apart."""
+    config = tiny_train_config(tmp_path / "student", max_steps=1)
+    first, second = _teacher_checkpoints(tmp_path / "a"), _teacher_checkpoints(tmp_path / "b", count=3)[1:]
+    config.distill.teachers = tuple(first)
+    Trainer(config, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))
+    Trainer(config, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))  # same: reused
+    config.distill.teachers = tuple(second)
+    with pytest.raises(UserError, match="other teacher checkpoints"):
+        Trainer(config, train_set=ShiftedStereoDataset(2), val_set=ShiftedStereoDataset(2))

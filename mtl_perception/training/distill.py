@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -127,14 +128,29 @@ def _target_path(directory: Path, index: int) -> Path:
     return directory / f"{index:06d}.npz"
 
 
+def teacher_fingerprint(paths: list[str] | tuple[str, ...]) -> list[str]:
+    """sha256 of each member checkpoint, in order: names the teacher whatever its files are called."""
+    digests = []
+    for path in paths:
+        with Path(path).open("rb") as file:
+            digests.append(hashlib.file_digest(file, "sha256").hexdigest())
+    return digests
+
+
 @torch.inference_mode()
 def write_teacher_targets(
-    teacher: nn.Module, dataset: Dataset, directory: str | Path, batch_size: int = 2, workers: int = 0
+    teacher: nn.Module,
+    dataset: Dataset,
+    directory: str | Path,
+    batch_size: int = 2,
+    workers: int = 0,
+    fingerprint: list[str] | None = None,
 ) -> Path:
     """Run ``teacher`` over ``dataset`` (un-augmented frames, in index order) and store its outputs.
 
-    Each sample ``i`` gets ``<directory>/<i>.npz``; a manifest records the count and the teacher so a
-    stale directory is refused rather than silently reused. Returns the directory.
+    Each sample ``i`` gets ``<directory>/<i>.npz``; a manifest records the count and the teacher's
+    ``fingerprint`` (``teacher_fingerprint`` of its members) so a stale directory is refused rather
+    than silently reused. Returns the directory.
     """
     from mtl_perception.training.evaluation import model_inputs
 
@@ -150,7 +166,7 @@ def write_teacher_targets(
             arrays = {name: value[row].numpy().astype(np.float16) for name, value in maps.items()}
             np.savez(_target_path(directory, index), **arrays)
             index += 1
-    manifest = {"format": TARGETS_FORMAT, "samples": index, "keys": sorted(maps)}
+    manifest = {"format": TARGETS_FORMAT, "samples": index, "keys": sorted(maps), "teachers": fingerprint}
     (directory / TARGETS_MANIFEST).write_text(json.dumps(manifest, indent=2))
     return directory
 
@@ -227,7 +243,7 @@ class TeacherTargets(Dataset):
     did on the clean frame.
     """
 
-    def __init__(self, dataset: Dataset, directory: str | Path):
+    def __init__(self, dataset: Dataset, directory: str | Path, fingerprint: list[str] | None = None):
         self.dataset = dataset
         self.directory = Path(directory)
         manifest_path = self.directory / TARGETS_MANIFEST
@@ -238,6 +254,11 @@ class TeacherTargets(Dataset):
             raise UserError(
                 f"{self.directory}: teacher targets for {manifest.get('samples')} samples, the dataset has "
                 f"{len(dataset)}; delete the directory to recompute them"  # type: ignore[arg-type]
+            )
+        if fingerprint is not None and manifest.get("teachers") != fingerprint:
+            raise UserError(
+                f"{self.directory}: teacher targets from other teacher checkpoints than distill.teachers; "
+                "delete the directory to recompute them"
             )
         self.keys = tuple(manifest["keys"])
 

@@ -252,11 +252,17 @@ class Trainer:
         """``dataset`` with the ensemble teacher's outputs on ``plain`` (the same samples, un-augmented),
         computed once into ``distill.targets_dir`` by the main process."""
         from mtl_perception.networks import load_checkpoint
-        from mtl_perception.training.distill import TARGETS_MANIFEST, EnsembleNet, write_teacher_targets
+        from mtl_perception.training.distill import (
+            TARGETS_MANIFEST,
+            EnsembleNet,
+            teacher_fingerprint,
+            write_teacher_targets,
+        )
 
         size = tuple(self.model_config.input_size)
         cfg = self.config.distill
         directory = Path(cfg.targets_dir) if cfg.targets_dir else self.output_dir / "teacher_targets"
+        fingerprint = teacher_fingerprint(cfg.teachers)
         if self.world.is_main and not (directory / TARGETS_MANIFEST).is_file():
             teacher = EnsembleNet([load_checkpoint(path)[0] for path in cfg.teachers])
             if teacher.config.mode != self.model_config.mode or tuple(teacher.config.input_size) != size:
@@ -265,10 +271,11 @@ class Trainer:
                     f"the student is {self.model_config.mode} at {list(size)}"
                 )
             log.info("computing the teacher's targets (%d members) into %s", len(cfg.teachers), directory)
-            write_teacher_targets(teacher, plain, directory, self.config.data.batch_size)
+            batch = self.config.data.batch_size
+            write_teacher_targets(teacher, plain, directory, batch, fingerprint=fingerprint)
         if self.world.world_size > 1:
             dist.barrier()
-        return TeacherTargets(dataset, directory)
+        return TeacherTargets(dataset, directory, fingerprint)
 
     def _procedural(self, length: int | None) -> Dataset:
         """Procedural layered pairs at the model's input size: ``length`` fresh ones for training
