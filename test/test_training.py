@@ -58,6 +58,22 @@ def test_shipped_configs_load(name: str) -> None:
     model_config_from_dict(config.model)
 
 
+def test_the_stereo_students_teachers_are_committed_and_fit_it() -> None:
+    """stereo_distilled.yaml distils from committed checkpoints (models/teachers), so a fresh clone can
+    rerun it; each member loads as a network of the student's mode, input size and range."""
+    from mtl_perception.networks import load_checkpoint
+    from mtl_perception.training.distill import teacher_fingerprint
+
+    config = load_train_config(REPO / "config" / "train" / "stereo_distilled.yaml")
+    teachers = [str(REPO / path) for path in config.distill.teachers]
+    assert len(set(teacher_fingerprint(teachers))) == len(teachers) >= 3  # three different networks
+    for path in teachers:
+        model, _, _ = load_checkpoint(path)
+        assert model.config.mode == config.model["mode"]
+        assert list(model.config.input_size) == list(config.model["input_size"])
+        assert model.config.max_disparity == config.model["max_disparity"]
+
+
 def test_three_steps_lower_the_loss_and_write_checkpoints(tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path, max_steps=3, eval_every=3)
     # Two fully labelled samples = one batch, so every step sees the same data.
