@@ -322,6 +322,8 @@ def main() -> None:
         if args.photos_dir:
             parser.error("--in-domain-only scores no photos; drop --photos-dir")
         args.recipes, args.unseen = [], None
+    if args.unseen is not None and not args.unseen.is_dir():
+        args.unseen = None  # a missing folder is not scored, and the report says so
 
     rows = parse_rows(args.model)
 
@@ -333,8 +335,7 @@ def main() -> None:
         "host": platform.node(),
         "data": str(args.data),
         "split": args.split,
-        # Only a domain that was scored is named: a missing folder is skipped, so it is recorded as None.
-        "unseen": str(args.unseen) if args.unseen is not None and args.unseen.is_dir() else None,
+        "unseen": str(args.unseen) if args.unseen is not None else None,
         "recipes": sorted(args.recipes),
         "max_frames": args.max_frames,
         "rows": {},
@@ -365,7 +366,7 @@ def main() -> None:
             "out_of_domain": {},
         }
         sets: dict[str, Dataset] = {f"corrupted/{r}": CorruptedFrames(in_domain, r) for r in args.recipes}
-        if args.unseen is not None and args.unseen.is_dir():
+        if args.unseen is not None:
             sets["unseen_domain"] = limited(
                 build_dataset("synthetic", args.unseen, args.split, eval_size=size)
             )
